@@ -1,0 +1,99 @@
+"""Configuration of the dap_stream wire core. Every limit is a field; defaults say where they come from."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .constants import PROTOCOL_VERSIONS, STREAM_KEEPALIVE_TIMEOUT, SUPPORTED_FEATURES, Feature
+from .identity import NodeAddress
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """Who the peer proved to be in the handshake."""
+
+    public_key: bytes
+    """Ed25519 identity public key (32 bytes)."""
+    address: NodeAddress
+    """Node address derived from ``public_key``."""
+    certificate: bytes | None = None
+    """DER X.509 certificate the peer presented, if any (issue 5 verifies it)."""
+
+
+#: Called with the peer's proven identity; raise any exception to refuse the peer.
+PeerVerifier = Callable[[PeerIdentity], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    max_packet_payload: int = 65536
+    """Largest plaintext body of one packet (the seed config's ``buffer_size``). A header announcing
+    more than this plus the tag is refused before any allocation."""
+    max_message_size: int = 64 * 1024 * 1024
+    """Largest message after reassembly of fragments; announced sizes above it are refused."""
+    handshake_timeout: float = 5.0
+    """Seconds from connection to a completed handshake (WireGuard/Noise practice: 5 s)."""
+    keepalive_interval: float = 1.0
+    """Send a KEEPALIVE after this many idle seconds."""
+    keepalive_timeout: float = float(STREAM_KEEPALIVE_TIMEOUT)
+    """A peer silent this long, or a socket that will not drain this long, is dead (seed: 3 s)."""
+    initial_channel_window: int = 256 * 1024
+    """Initial per-channel credit in bytes of DATA (yamux's 256 KiB)."""
+    initial_connection_window: int = 1024 * 1024
+    """Initial per-connection credit in bytes of DATA."""
+    max_channel_window: int = 16 * 1024 * 1024
+    """Upper bound of a channel window after RTT-based growth (py-libp2p's 16 MiB)."""
+    connection_memory_budget: int = 64 * 1024 * 1024
+    """Upper bound of the connection window: all inbound buffering of one peer fits in this."""
+    max_channels: int = 256
+    """Open channels per stream; an OPEN beyond it is refused."""
+    send_high_water: int = 1024 * 1024
+    """Bytes queued on one channel at which ``await channel.write`` suspends."""
+    send_low_water: int = 256 * 1024
+    """Queued bytes below which a blocked channel is writable again (``ready_to_write``)."""
+    rekey_after_packets: int = 1 << 23
+    """Packets sealed with one key before a one-way rekey (far below AES-GCM's limits)."""
+    max_error_reason: int = 1024
+    """Longest reason text carried in an ERROR or CLOSE packet."""
+    versions: tuple[int, ...] = PROTOCOL_VERSIONS
+    """Protocol versions offered (initiator) or accepted (responder)."""
+    features: Feature = SUPPORTED_FEATURES
+    """Features offered or accepted; the intersection is used."""
+    certificate: bytes | None = None
+    """DER X.509 certificate of our identity, sent in the handshake when set."""
+    peer_verifier: PeerVerifier | None = None
+    """Extra policy run on the peer's identity after its signature verified."""
+    rng: Callable[[int], bytes] = field(default=os.urandom)
+    """Source of randomness for ephemeral keys (fixed in test vectors)."""
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("max_packet_payload", 512 <= self.max_packet_payload <= 16 * 1024 * 1024,
+             "between 512 and 16777216"),
+            ("max_message_size", self.max_message_size >= self.max_packet_payload,
+             ">= max_packet_payload"),
+            ("handshake_timeout", self.handshake_timeout > 0, "> 0"),
+            ("keepalive_interval", 0 < self.keepalive_interval < self.keepalive_timeout,
+             "> 0 and < keepalive_timeout"),
+            ("initial_channel_window", self.initial_channel_window >= self.max_packet_payload,
+             ">= max_packet_payload"),
+            ("initial_connection_window",
+             self.initial_connection_window >= self.initial_channel_window,
+             ">= initial_channel_window"),
+            ("max_channel_window", self.max_channel_window >= self.initial_channel_window,
+             ">= initial_channel_window"),
+            ("connection_memory_budget",
+             self.connection_memory_budget >= self.initial_connection_window,
+             ">= initial_connection_window"),
+            ("max_channels", 1 <= self.max_channels <= 65536, "between 1 and 65536"),
+            ("send_low_water", 0 <= self.send_low_water < self.send_high_water,
+             ">= 0 and < send_high_water"),
+            ("rekey_after_packets", 1 <= self.rekey_after_packets <= 1 << 32,
+             "between 1 and 2**32"),
+            ("versions", len(self.versions) > 0, "at least one version"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"StreamConfig.{name} = {getattr(self, name)!r}: must be {allowed}")

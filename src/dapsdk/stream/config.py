@@ -70,30 +70,57 @@ class StreamConfig:
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
-            ("max_packet_payload", 512 <= self.max_packet_payload <= 16 * 1024 * 1024,
-             "between 512 and 16777216"),
-            ("max_message_size", self.max_message_size >= self.max_packet_payload,
-             ">= max_packet_payload"),
+            (
+                "max_packet_payload",
+                512 <= self.max_packet_payload <= 16 * 1024 * 1024,
+                "between 512 and 16777216",
+            ),
+            (
+                "max_message_size",
+                self.max_message_size >= self.max_packet_payload,
+                ">= max_packet_payload",
+            ),
             ("handshake_timeout", self.handshake_timeout > 0, "> 0"),
-            ("keepalive_interval", 0 < self.keepalive_interval < self.keepalive_timeout,
-             "> 0 and < keepalive_timeout"),
-            ("initial_channel_window", self.initial_channel_window >= self.max_packet_payload,
-             ">= max_packet_payload"),
-            ("initial_connection_window",
-             self.initial_connection_window >= self.initial_channel_window,
-             ">= initial_channel_window"),
-            ("max_channel_window", self.max_channel_window >= self.initial_channel_window,
-             ">= initial_channel_window"),
-            ("connection_memory_budget",
-             self.connection_memory_budget >= self.initial_connection_window,
-             ">= initial_connection_window"),
+            (
+                "keepalive_interval",
+                0 < self.keepalive_interval < self.keepalive_timeout,
+                "> 0 and < keepalive_timeout",
+            ),
+            (
+                "initial_channel_window",
+                self.initial_channel_window >= 2 * self.max_packet_payload,
+                ">= 2 * max_packet_payload (so a full packet always fits the credit left)",
+            ),
+            (
+                "initial_connection_window",
+                self.initial_connection_window >= self.initial_channel_window,
+                ">= initial_channel_window",
+            ),
+            (
+                "max_channel_window",
+                self.max_channel_window >= self.initial_channel_window,
+                ">= initial_channel_window",
+            ),
+            (
+                "connection_memory_budget",
+                self.connection_memory_budget >= self.initial_connection_window,
+                ">= initial_connection_window",
+            ),
             ("max_channels", 1 <= self.max_channels <= 65536, "between 1 and 65536"),
-            ("send_low_water", 0 <= self.send_low_water < self.send_high_water,
-             ">= 0 and < send_high_water"),
-            ("rekey_after_packets", 1 <= self.rekey_after_packets <= 1 << 32,
-             "between 1 and 2**32"),
+            (
+                "send_low_water",
+                0 <= self.send_low_water < self.send_high_water,
+                ">= 0 and < send_high_water",
+            ),
+            (
+                "rekey_after_packets",
+                1 <= self.rekey_after_packets <= 1 << 32,
+                "between 1 and 2**32",
+            ),
             ("versions", len(self.versions) > 0, "at least one version"),
         ]
         for name, ok, allowed in checks:
             if not ok:
-                raise ValueError(f"StreamConfig.{name} = {getattr(self, name)!r}: must be {allowed}")
+                raise ValueError(
+                    f"StreamConfig.{name} = {getattr(self, name)!r}: must be {allowed}"
+                )

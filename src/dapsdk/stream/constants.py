@@ -103,5 +103,8 @@ class Feature(enum.IntFlag):
 
 
 SUPPORTED_FEATURES: Final = (
-    Feature.COMPRESSION_ZSTD | Feature.COMPRESSION_LZ4 | Feature.FRAGMENTATION | Feature.CHANNEL_KEYS
+    Feature.COMPRESSION_ZSTD
+    | Feature.COMPRESSION_LZ4
+    | Feature.FRAGMENTATION
+    | Feature.CHANNEL_KEYS
 )

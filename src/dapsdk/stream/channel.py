@@ -1,0 +1,66 @@
+"""Per-channel state inside the wire core: send queue, credits, reassembly, close state."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class ChannelState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"  #: we sent CLOSE and wait for the peer's CLOSE; inbound data is discarded
+
+
+class PendingMessage:
+    """A message queued for sending; ``offset`` advances as packets are sealed from it."""
+
+    __slots__ = ("data", "fragmented", "offset", "ptype")
+
+    def __init__(self, ptype: int, data: memoryview, fragmented: bool) -> None:
+        self.ptype = ptype
+        self.data = data
+        self.offset = 0
+        self.fragmented = fragmented
+
+
+class ChannelCore:
+    """Everything the core tracks for one open channel."""
+
+    __slots__ = (
+        "blocked",
+        "close_after_flush",
+        "consumed",
+        "id",
+        "last_seq",
+        "priority",
+        "queue",
+        "queued_bytes",
+        "reassembly",
+        "reassembly_total",
+        "recv_max",
+        "recv_offset",
+        "recv_window",
+        "scheduled",
+        "send_max",
+        "send_offset",
+        "state",
+    )
+
+    def __init__(self, channel_id: int, send_window: int, recv_window: int) -> None:
+        self.id = channel_id
+        self.state = ChannelState.OPEN
+        self.queue: deque[PendingMessage] = deque()
+        self.queued_bytes = 0
+        self.blocked = False  # above the high-water mark; ChannelWritable when it drains
+        self.close_after_flush: tuple[int, str] | None = None
+        self.send_offset = 0  # DATA bytes sent
+        self.send_max = send_window  # absolute credit from the peer
+        self.recv_offset = 0  # DATA bytes received
+        self.recv_window = recv_window
+        self.recv_max = recv_window  # absolute credit we granted
+        self.consumed = 0  # DATA bytes the application has released
+        self.reassembly: bytearray | None = None
+        self.reassembly_total = 0
+        self.last_seq = 0
+        self.priority = 3  # RFC 9218 urgency: 0 is the most urgent
+        self.scheduled = False  # in the connection's round-robin of channels with data to send

@@ -325,6 +325,10 @@ class StreamConnection:
         self._close_requested = (code, reason)
         self.state = ConnectionState.CLOSING  # CLOSE(stream) goes out once queued DATA is sent
 
+    def abort(self, code: int, reason: str) -> None:
+        """Terminate at once with an ERROR packet to the peer (local fault or policy). (transmit)"""
+        self._terminate(code, reason, by_peer=False, send_error=True)
+
     def release(self, event: DataReceived) -> None:
         """The application consumed a received message: return its credit. (transmit)"""
         if self.state not in (ConnectionState.ESTABLISHED, ConnectionState.CLOSING):

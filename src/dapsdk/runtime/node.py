@@ -19,11 +19,11 @@ from ..stream.errors import ErrorCode, ProtocolError, RemoteError
 from ..stream.events import HandshakeCompleted, StreamEvent, StreamTerminated
 from ..stream.identity import NodeAddress, NodeIdentity
 from .channel import Channel
-from .driver import ConnectionDriver
+from .driver import ByteSink, ConnectionDriver
 from .endpoint import Endpoint, parse_endpoint
 from .session import Session
 from .stream import Stream, StreamStats
-from .tcp import TcpStreamProtocol
+from .transport import TransportServer, get_transport
 
 log = logging.getLogger("dapsdk.runtime.node")
 
@@ -48,7 +48,7 @@ class ChannelProc:
 class Listener:
     endpoint: Endpoint
     """Where the node listens; the port is the bound one (useful with port 0)."""
-    server: asyncio.AbstractServer
+    server: TransportServer
 
     @property
     def url(self) -> str:
@@ -213,47 +213,41 @@ class StreamNode:
         loop = asyncio.get_running_loop()
         handshake: asyncio.Future[Stream] = loop.create_future()
 
-        def make_driver(protocol: TcpStreamProtocol) -> ConnectionDriver:
+        def make_driver(sink: ByteSink) -> ConnectionDriver:
             core = StreamConnection(
                 self.config, self.identity, is_client=True, now=loop.time(), expected_peer=expected
             )
             return self._make_driver(core, loop, endpoint, handshake, is_client=True)
 
-        if endpoint.scheme != "tcp":
-            raise ValueError(f"transport {endpoint.scheme!r} is not available in this build")
+        transport = get_transport(endpoint.scheme)
         try:
-            transport, _ = await loop.create_connection(
-                lambda: TcpStreamProtocol(make_driver), endpoint.host, endpoint.port
-            )
+            abort = await transport.connect(endpoint, make_driver)
         except OSError as exc:
             raise ConnectionError(f"cannot connect to {endpoint.url}: {exc}") from exc
         try:
             return await handshake
         except BaseException:
-            transport.abort()
+            abort()
             raise
 
     async def listen(self, target: Endpoint | str) -> Listener:
+        """Listen on ``target`` (``tcp://host:port``; port 0 picks a free one)."""
         endpoint = parse_endpoint(target) if isinstance(target, str) else target
-        if endpoint.scheme != "tcp":
-            raise ValueError(f"transport {endpoint.scheme!r} is not available in this build")
+        transport = get_transport(endpoint.scheme)
         loop = asyncio.get_running_loop()
 
-        def make_driver(protocol: TcpStreamProtocol) -> ConnectionDriver | None:
+        def make_driver(sink: ByteSink) -> ConnectionDriver | None:
             if self.pending_handshakes >= self.max_pending_handshakes:
                 self.refused_handshakes += 1
                 reason = b"too many handshakes in progress"
                 body = ErrorCode.SERVER_BUSY.to_bytes(4, "little") + reason
-                protocol.write_chunks([HEADER.pack(len(body), 0x05, 0, 0, 0) + body])
+                sink.write_chunks([HEADER.pack(len(body), 0x05, 0, 0, 0) + body])
                 return None
             core = StreamConnection(self.config, self.identity, is_client=False, now=loop.time())
             return self._make_driver(core, loop, None, None, is_client=False)
 
-        server = await loop.create_server(
-            lambda: TcpStreamProtocol(make_driver), endpoint.host, endpoint.port
-        )
-        port = server.sockets[0].getsockname()[1]
-        bound = Endpoint(endpoint.scheme, endpoint.host, port, endpoint.path, self.address)
+        server, bound = await transport.listen(endpoint, make_driver)
+        bound = Endpoint(bound.scheme, bound.host, bound.port, bound.path, self.address)
         listener = Listener(bound, server)
         self.listeners.append(listener)
         return listener

@@ -7,12 +7,14 @@ import socket
 from collections.abc import Callable, Iterable
 
 from .driver import ConnectionDriver
+from .endpoint import Endpoint
+from .transport import DriverFactory, TransportServer
 
 
 class TcpStreamProtocol(asyncio.Protocol):
     """Feeds ``data_received`` straight into the core's buffer; writes with ``writelines``."""
 
-    def __init__(self, make_driver: Callable[[TcpStreamProtocol], ConnectionDriver | None]) -> None:
+    def __init__(self, make_driver: DriverFactory) -> None:
         self._make_driver = make_driver
         self.driver: ConnectionDriver | None = None
         self.transport: asyncio.Transport | None = None
@@ -70,3 +72,36 @@ class TcpStreamProtocol(asyncio.Protocol):
     def abort_transport(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+class _TcpServer:
+    def __init__(self, server: asyncio.AbstractServer) -> None:
+        self._server = server
+
+    def close(self) -> None:
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_closed()
+
+
+class TcpTransport:
+    """``tcp://host:port``: the default transport."""
+
+    async def listen(
+        self, endpoint: Endpoint, make_driver: DriverFactory
+    ) -> tuple[TransportServer, Endpoint]:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: TcpStreamProtocol(make_driver), endpoint.host, endpoint.port
+        )
+        port = server.sockets[0].getsockname()[1]
+        bound = Endpoint(endpoint.scheme, endpoint.host, port, endpoint.path, endpoint.node)
+        return _TcpServer(server), bound
+
+    async def connect(self, endpoint: Endpoint, make_driver: DriverFactory) -> Callable[[], None]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(
+            lambda: TcpStreamProtocol(make_driver), endpoint.host, endpoint.port
+        )
+        return transport.abort

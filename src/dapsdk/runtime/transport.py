@@ -56,9 +56,9 @@ def available_schemes() -> tuple[str, ...]:
 
 
 def get_transport(scheme: str) -> Transport:
-    transport = _LOADED.get(scheme)
-    if transport is not None:
-        return transport
+    loaded = _LOADED.get(scheme)
+    if loaded is not None:
+        return loaded
     target = _REGISTRY.get(scheme)
     if target is None:
         raise ValueError(

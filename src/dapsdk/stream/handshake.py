@@ -184,6 +184,15 @@ class HandshakeResult:
     send_secret: bytes
     recv_secret: bytes
     transcript_hash: bytes
+    exporter_secret: bytes
+    """Root for :func:`export_keying_material`; never used for packets directly."""
+
+    def export(self, label: bytes, length: int = 32) -> bytes:
+        """Keying material bound to this handshake for another purpose (QUIC datagrams, channel
+        keys). Both sides derive the same bytes for the same label."""
+        if not label:
+            raise ValueError("exporter label must not be empty")
+        return hkdf_expand(self.exporter_secret, b"dapstream exporter " + label, length)
 
 
 class Handshake:
@@ -276,6 +285,7 @@ class Handshake:
             send_secret=i2r if self.initiator else r2i,
             recv_secret=r2i if self.initiator else i2r,
             transcript_hash=self._h,
+            exporter_secret=hkdf_expand(self._prk, b"dapstream exporter" + self._h, KEY_SIZE),
         )
         self._x25519 = None
         self._mlkem = None

@@ -1,0 +1,93 @@
+"""AVRS result codes (the seed's ``AVRS_ERROR_*``) and the exception raised by the protocol core.
+
+Every code travels as a u32 in a Retcode ('r') packet together with its text token, so a peer can
+act on the number and a human (or a log grep) on the token. The seed's values are fixed; codes this
+implementation adds live in ranges the seed leaves unused and are marked *(dapsdk)*.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from dapsdk.stream.errors import DapError
+
+
+class AvrsError(enum.IntEnum):
+    """``AVRS_SUCCESS`` / ``AVRS_ERROR_*``. The member name is the wire token."""
+
+    SUCCESS = 0x00000000
+    ARG_INCORRECT = 0x00000001
+    #: (dapsdk) the application did not answer a request within ``AvrsConfig.reply_timeout``.
+    REQUEST_TIMEOUT = 0x00000010
+    #: (dapsdk) too many requests of this connection await an answer; retry later.
+    BUSY = 0x00000011
+    SIGN_NOT_PRESENT = 0x000000F0
+    SIGN_INCORRECT = 0x000000F1
+    SIGN_ALIEN = 0x000000F2
+    #: (dapsdk) this (signer, nonce) was already accepted inside the replay window.
+    SIGN_REPLAYED = 0x000000F3
+    #: (dapsdk) the signed timestamp is further from our clock than the allowed skew.
+    SIGN_EXPIRED = 0x000000F4
+    CLUSTER_WRONG_REQUEST = 0x00000101
+    CLUSTER_NOT_FOUND = 0x00000102
+    CONTENT_UNAVAILBLE = 0x00000200
+    CONTENT_NOT_FOUND = 0x00000201
+    CONTENT_INFO_CORRUPTED = 0x00000202
+    CONTENT_CORRUPTED = 0x00000203
+    CONTENT_FLOW_WRONG_ID = 0x00000210
+    MEMBER_NOT_FOUND = 0x00000300
+    MEMBER_SECURITY_ISSUE = 0x00000301
+    MEMBER_INFO_PROBLEM = 0x00000302
+    SESSION_WRONG_REQUEST = 0x00000400
+    SESSION_NOT_OPENED = 0x00000401
+    SESSION_ALREADY_OPENED = 0x00000402
+    SESSION_CONTENT_ID_WRONG = 0x00000404
+    #: (dapsdk) a Signal ('A') request type this node does not know.
+    SIGNAL_WRONG_REQUEST = 0x00000501
+    ERROR = 0xFFFFFFFF
+
+    # Correctly spelled alias of the seed's CONTENT_UNAVAILBLE (same value, so the token stays the
+    # seed's spelling on the wire).
+    CONTENT_UNAVAILABLE = 0x00000200
+
+    @property
+    def token(self) -> str:
+        """Machine-readable text token sent in Retcode packets (the seed's macro without prefix)."""
+        return self.name
+
+    @classmethod
+    def coerce(cls, value: int) -> AvrsError | int:
+        """The enum member for ``value``, or ``value`` itself when a newer peer sent an unknown code."""
+        try:
+            return cls(value)
+        except ValueError:
+            return value
+
+    @classmethod
+    def from_token(cls, token: str) -> AvrsError | None:
+        """Inverse of :attr:`token`; None for an unknown token."""
+        member = cls.__members__.get(token)
+        return member
+
+
+def code_token(code: int) -> str:
+    """Token of any u32 code: the member name, or ``0x%08x`` for unknown codes."""
+    coerced = AvrsError.coerce(code)
+    return coerced.token if isinstance(coerced, AvrsError) else f"0x{code & 0xFFFFFFFF:08x}"
+
+
+class AvrsProtocolError(DapError):
+    """A request or packet broke a rule of the AVRS protocol.
+
+    Raised inside the core only; :class:`~dapsdk.avrs.connection.AvrsConnection` catches it at its
+    boundary and answers the peer with :attr:`code`. ``reason`` is a short human explanation that
+    may also travel as the reply's detail text.
+    """
+
+    def __init__(self, code: AvrsError, reason: str) -> None:
+        super().__init__(f"{code.token}: {reason}")
+        self.code = code
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[AvrsProtocolError], tuple[AvrsError, str]]:
+        return (type(self), (self.code, self.reason))

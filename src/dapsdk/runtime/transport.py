@@ -41,6 +41,9 @@ class Transport(Protocol):
 # node that only speaks TCP does not load aiohttp or aioquic.
 _REGISTRY: dict[str, str] = {
     "tcp": "dapsdk.runtime.tcp:TcpTransport",
+    "ws": "dapsdk.runtime.ws:WsTransport",
+    "wss": "dapsdk.runtime.ws:WssTransport",
+    "quic": "dapsdk.runtime.quic:QuicTransport",
 }
 _LOADED: dict[str, Transport] = {}
 

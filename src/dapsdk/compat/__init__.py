@@ -1,0 +1,171 @@
+"""The seeds' C API under its seed names: a thin synchronous facade over :mod:`dapsdk.runtime`.
+
+``dap_stream_init()`` starts a background event loop; callbacks run on that loop's thread.
+docs/api-mapping.md maps every name to its Pythonic equivalent.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+
+from ..stream.constants import STREAM_KEEPALIVE_TIMEOUT, ChannelId, PacketFlag, PacketType
+from .stream import (
+    dap_cluster_add_member,
+    dap_cluster_create,
+    dap_cluster_enable_load_balancing,
+    dap_cluster_remove_member,
+    dap_cluster_t,
+    dap_config_load,
+    dap_enc_key_generate,
+    dap_sign_create,
+    dap_stream_authenticate_node,
+    dap_stream_ch_delete,
+    dap_stream_ch_new,
+    dap_stream_ch_packet_read,
+    dap_stream_ch_packet_write,
+    dap_stream_ch_set_encryption,
+    dap_stream_ch_t,
+    dap_stream_create,
+    dap_stream_decrypt_packet,
+    dap_stream_deinit,
+    dap_stream_delete,
+    dap_stream_encrypt_packet,
+    dap_stream_get_stats,
+    dap_stream_init,
+    dap_stream_loop,
+    dap_stream_node,
+    dap_stream_process_keepalive,
+    dap_stream_send_keepalive,
+    dap_stream_session_create,
+    dap_stream_session_delete,
+    dap_stream_session_join_cluster,
+    dap_stream_session_t,
+    dap_stream_start_async_processing,
+    dap_stream_stats_t,
+    dap_stream_t,
+    dap_stream_verify_signature,
+)
+from .structs import (
+    DAP_ENC_KEY_TYPE_AES,
+    DAP_ENC_KEY_TYPE_SIG_ED25519,
+    dap_enc_key_t,
+    dap_sign_t,
+    dap_stream_node_addr_t,
+    dap_stream_packet_hdr_t,
+    dap_stream_packet_t,
+    inet_addr,
+)
+
+# Channel ids (seed: DAP_STREAM_CH_ID_*)
+DAP_STREAM_CH_ID_CONTROL = int(ChannelId.CONTROL)
+DAP_STREAM_CH_ID_FILE = int(ChannelId.FILE)
+DAP_STREAM_CH_ID_SERVICE = int(ChannelId.SERVICE)
+DAP_STREAM_CH_ID_SECURITY = int(ChannelId.SECURITY)
+DAP_STREAM_CH_ID_MEDIA = int(ChannelId.MEDIA)
+DAP_STREAM_CH_ID_CUSTOM = int(ChannelId.CUSTOM)
+#: The seed's own example of a custom id ("Кастомные каналы").
+DAP_STREAM_CH_ID_CUSTOM_ENCRYPTED = 0x20
+
+# Packet types and flags (seed: DAP_STREAM_PKT_TYPE_*, DAP_STREAM_PKT_FLAG_*)
+DAP_STREAM_PKT_TYPE_DATA = int(PacketType.DATA)
+DAP_STREAM_PKT_TYPE_CONTROL = int(PacketType.CONTROL)
+DAP_STREAM_PKT_TYPE_KEEPALIVE = int(PacketType.KEEPALIVE)
+DAP_STREAM_PKT_TYPE_CLOSE = int(PacketType.CLOSE)
+DAP_STREAM_PKT_TYPE_ERROR = int(PacketType.ERROR)
+DAP_STREAM_PKT_FLAG_COMPRESSED = int(PacketFlag.COMPRESSED)
+DAP_STREAM_PKT_FLAG_ENCRYPTED = int(PacketFlag.ENCRYPTED)
+DAP_STREAM_PKT_FLAG_FRAGMENTED = int(PacketFlag.FRAGMENTED)
+
+_DEBUG_LOGGERS = ("dapsdk.stream", "dapsdk.runtime", "dapsdk.compat")
+_AVRS_DEBUG_LOGGERS = ("dapsdk.avrs",)
+
+
+def _set_debug(loggers: tuple[str, ...], enabled: int) -> None:
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.DEBUG if enabled else logging.NOTSET)
+
+
+class _CompatModule(types.ModuleType):
+    """Lets ``compat.g_dap_stream_debug_more = 1`` switch debug logging, as the C global does."""
+
+    @property
+    def g_dap_stream_debug_more(self) -> int:
+        return int(logging.getLogger("dapsdk.stream").level == logging.DEBUG)
+
+    @g_dap_stream_debug_more.setter
+    def g_dap_stream_debug_more(self, value: int) -> None:
+        _set_debug(_DEBUG_LOGGERS, value)
+
+    @property
+    def g_avrs_debug_more(self) -> int:
+        return int(logging.getLogger("dapsdk.avrs").level == logging.DEBUG)
+
+    @g_avrs_debug_more.setter
+    def g_avrs_debug_more(self, value: int) -> None:
+        _set_debug(_AVRS_DEBUG_LOGGERS, value)
+
+
+sys.modules[__name__].__class__ = _CompatModule
+
+__all__ = [
+    "DAP_ENC_KEY_TYPE_AES",
+    "DAP_ENC_KEY_TYPE_SIG_ED25519",
+    "DAP_STREAM_CH_ID_CONTROL",
+    "DAP_STREAM_CH_ID_CUSTOM",
+    "DAP_STREAM_CH_ID_CUSTOM_ENCRYPTED",
+    "DAP_STREAM_CH_ID_FILE",
+    "DAP_STREAM_CH_ID_MEDIA",
+    "DAP_STREAM_CH_ID_SECURITY",
+    "DAP_STREAM_CH_ID_SERVICE",
+    "DAP_STREAM_PKT_FLAG_COMPRESSED",
+    "DAP_STREAM_PKT_FLAG_ENCRYPTED",
+    "DAP_STREAM_PKT_FLAG_FRAGMENTED",
+    "DAP_STREAM_PKT_TYPE_CLOSE",
+    "DAP_STREAM_PKT_TYPE_CONTROL",
+    "DAP_STREAM_PKT_TYPE_DATA",
+    "DAP_STREAM_PKT_TYPE_ERROR",
+    "DAP_STREAM_PKT_TYPE_KEEPALIVE",
+    "STREAM_KEEPALIVE_TIMEOUT",
+    "dap_cluster_add_member",
+    "dap_cluster_create",
+    "dap_cluster_enable_load_balancing",
+    "dap_cluster_remove_member",
+    "dap_cluster_t",
+    "dap_config_load",
+    "dap_enc_key_generate",
+    "dap_enc_key_t",
+    "dap_sign_create",
+    "dap_sign_t",
+    "dap_stream_authenticate_node",
+    "dap_stream_ch_delete",
+    "dap_stream_ch_new",
+    "dap_stream_ch_packet_read",
+    "dap_stream_ch_packet_write",
+    "dap_stream_ch_set_encryption",
+    "dap_stream_ch_t",
+    "dap_stream_create",
+    "dap_stream_decrypt_packet",
+    "dap_stream_deinit",
+    "dap_stream_delete",
+    "dap_stream_encrypt_packet",
+    "dap_stream_get_stats",
+    "dap_stream_init",
+    "dap_stream_loop",
+    "dap_stream_node",
+    "dap_stream_node_addr_t",
+    "dap_stream_packet_hdr_t",
+    "dap_stream_packet_t",
+    "dap_stream_process_keepalive",
+    "dap_stream_send_keepalive",
+    "dap_stream_session_create",
+    "dap_stream_session_delete",
+    "dap_stream_session_join_cluster",
+    "dap_stream_session_t",
+    "dap_stream_start_async_processing",
+    "dap_stream_stats_t",
+    "dap_stream_t",
+    "dap_stream_verify_signature",
+    "inet_addr",
+]

@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..stream.channel_key import ChannelKey
 from ..stream.constants import PacketType
-from ..stream.errors import ErrorCode, RateLimited, StreamClosedError
+from ..stream.errors import DecryptError, ErrorCode, RateLimited, StreamClosedError
 from ..stream.events import DataReceived
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class Channel:
         self.callback_arg: Any = None
         self.close_code: int | None = None
         self.close_reason = ""
+        self.key: ChannelKey | None = None
+        """End-to-end key of this channel's payloads (``set_encryption``)."""
         self._pending: deque[_Pending] = deque()
         self._pending_control = 0
         self._readable = asyncio.Event()
@@ -94,6 +97,13 @@ class Channel:
         """Bytes written and not yet sent (waiting for credit or the socket)."""
         return self.stream.driver.core.queued_bytes(self.id)
 
+    def set_encryption(self, key: ChannelKey | None) -> None:
+        """Seal this channel's payloads with ``key`` on top of the link encryption (None: stop).
+
+        Both ends must set the same key; a relay that forwards the sealed payloads cannot read them.
+        """
+        self.key = key
+
     # -- writing -------------------------------------------------------------------------------
 
     def write_nowait(self, packet_type: int, data: bytes | bytearray | memoryview) -> int:
@@ -105,6 +115,8 @@ class Channel:
         if not self.is_active:
             raise StreamClosedError(f"channel {self.id} is closed", self.close_code or 0)
         payload = bytes(data) if isinstance(data, bytearray) else data
+        if self.key is not None:
+            payload = self.key.seal(self.id, int(packet_type), payload)
         queued = self.stream.driver.core.send(self.id, int(packet_type), payload)
         if queued >= self.stream.config.send_high_water:
             self._writable.clear()
@@ -180,6 +192,13 @@ class Channel:
     def _deliver(self, event: DataReceived) -> None:
         data = event.data
         ptype = event.packet_type
+        if self.key is not None:
+            try:
+                data = self.key.open(self.id, ptype, data)
+            except DecryptError as exc:
+                self.stream.release(event)
+                self.close(ErrorCode.DECRYPT_FAILED, exc.reason)
+                return
         if self.packet_in is not None:
             try:
                 processed = self.packet_in(self, ptype, data, self.callback_arg)

@@ -73,6 +73,8 @@ class StreamNode:
         self.listeners: list[Listener] = []
         self.known_peers: dict[NodeAddress, Endpoint] = {}
         self.channel_procs: dict[int, ChannelProc] = {}
+        self.default_channel_proc: ChannelProc | None = None
+        """Handlers for peer-opened channels that have no proc of their own."""
         self.on_stream: Callable[[Stream], None] | None = None
         """Called for each stream accepted by a listener, after its handshake."""
         self.pending_handshakes = 0
@@ -126,7 +128,7 @@ class StreamNode:
         self.channel_procs[int(channel_id)] = proc
 
     def _accept_channel(self, channel: Channel) -> bool:
-        proc = self.channel_procs.get(channel.id)
+        proc = self.channel_procs.get(channel.id) or self.default_channel_proc
         if proc is None:
             return self.accept_unknown_channels
         channel.packet_in = proc.packet_in
@@ -136,7 +138,7 @@ class StreamNode:
         return True
 
     def _channel_deleted(self, channel: Channel) -> None:
-        proc = self.channel_procs.get(channel.id)
+        proc = self.channel_procs.get(channel.id) or self.default_channel_proc
         if proc is not None and proc.delete is not None:
             try:
                 proc.delete(channel)

@@ -130,6 +130,28 @@ class Stream:
         self.driver.core.send_keepalive(self.driver.loop.time())
         self.driver.transmit_soon()
 
+    def process_keepalive(self) -> None:
+        """Run the keepalive logic now: send a due ping, declare a silent peer dead."""
+        if self.is_active:
+            self.driver.core.handle_timer(self.driver.loop.time())
+            self.driver.pump()
+
+    def start_async_processing(self) -> None:
+        """Hand pending work to the callbacks: ``ready_to_read`` for channels holding unread
+        messages, ``ready_to_write`` for every open channel. Later events call them as they come."""
+        for channel in list(self.channels.values()):
+            if channel.buf_size or channel._pending:
+                channel._fire(channel.ready_to_read)
+            if channel.is_active:
+                channel._fire(channel.ready_to_write)
+
+    @property
+    def binding(self) -> bytes:
+        """32 bytes unique to this stream, equal on both ends (channel binding for signatures)."""
+        result = self.driver.core.result
+        assert result is not None
+        return result.export(b"stream binding")
+
     def release(self, event: DataReceived) -> None:
         self.driver.core.release(event)
         self.driver.transmit_soon()

@@ -63,9 +63,7 @@ class _TlsSettings:
 _TLS = _TlsSettings()
 
 
-def set_tls(
-    *, server: ssl.SSLContext | None = None, client: ssl.SSLContext | None = None
-) -> None:
+def set_tls(*, server: ssl.SSLContext | None = None, client: ssl.SSLContext | None = None) -> None:
     """Set the process-wide TLS contexts for ``wss://`` listeners (server) and clients.
 
     A ``None`` argument leaves that side unchanged. The client default verifies certificates
@@ -158,7 +156,9 @@ class WsLink:
                     driver.feed(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     reason = "text message on a dap_stream WebSocket"
-                    await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=b"binary only")
+                    await ws.close(
+                        code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=b"binary only"
+                    )
                     break
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     reason = f"WebSocket error: {ws.exception()}"
@@ -420,6 +420,6 @@ class WsTransport:
         return link.abort_transport
 
 
-def WssTransport() -> WsTransport:  # noqa: N802  (a registry factory, named like a class)
+def WssTransport() -> WsTransport:
     """``wss://``: WebSocket over TLS (contexts from :func:`set_tls`)."""
     return WsTransport(tls=True)

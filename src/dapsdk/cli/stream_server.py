@@ -1,0 +1,54 @@
+"""``avrs stream-server``: a dap_stream node that echoes every message on every channel."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from ..runtime.channel import Channel
+from ..runtime.node import ChannelProc, StreamNode
+
+
+def _echo(channel: Channel, ptype: int, data: bytes, _arg: object) -> int:
+    channel.write_nowait(ptype, data)
+    return len(data)
+
+
+async def serve(urls: tuple[str, ...], ready_line: bool) -> None:
+    node = StreamNode()
+    await node.start()
+    node.default_channel_proc = ChannelProc(packet_in=_echo)
+    listeners = [await node.listen(url) for url in urls]
+    for listener in listeners:
+        print(f"listening {listener.url}", flush=True)
+    if ready_line:
+        print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.close()
+
+
+@click.command("stream-server")
+@click.option(
+    "--listen",
+    "urls",
+    multiple=True,
+    default=("tcp://127.0.0.1:8080",),
+    show_default=True,
+    help="URL to listen on (repeatable): tcp://host:port; port 0 picks a free port.",
+)
+@click.option("--ready", is_flag=True, help="Print 'ready' once every listener is up.")
+def stream_server(urls: tuple[str, ...], ready: bool) -> None:
+    """Run a dap_stream echo node: every message on any channel is sent back on that channel.
+    Prints the bound URLs (with the node address to pin as ?node=...)."""
+    try:
+        asyncio.run(serve(urls, ready))
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,579 @@
+"""``AvrsConnection``: the sans-IO AVRS endpoint of one dap_stream connection.
+
+The runtime feeds it the payloads of the AVRS channels (``receive(channel_id, data, now)``), then
+sends what :meth:`AvrsConnection.data_to_send` returns on the named channels and dispatches
+:meth:`AvrsConnection.next_event`. ``now`` is **wall-clock** seconds since the Unix epoch, because
+signed timestamps are compared across machines.
+
+Every request is answered on the Retcode channel ('r'), and bad input never raises out of
+:meth:`receive`: it is answered with its code (or, for unreadable retcodes and responses, dropped
+and traced). The checks run in this order, each refusing with its code before anything changes:
+
+1. structure (header, TSDs, SIGN last)              ARG_INCORRECT / SIGN_INCORRECT / *_WRONG_REQUEST
+2. signature present when the table requires it     SIGN_NOT_PRESENT
+3. signature verifies over the bytes before it      SIGN_INCORRECT
+4. session state allows the request ('S' only)       SESSION_NOT_OPENED / _ALREADY_OPENED / _WRONG_REQUEST
+5. signer allowed by the permission table           ARG_INCORRECT (no cluster id) / CLUSTER_NOT_FOUND /
+                                                    MEMBER_SECURITY_ISSUE / SIGN_ALIEN
+6. fresh: timestamp within skew, nonce unseen        SIGN_EXPIRED / SIGN_REPLAYED
+7. arguments decoded against the argument table     ARG_INCORRECT / MEMBER_INFO_PROBLEM / CONTENT_INFO_CORRUPTED
+8. act                                              the operation's own codes
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from .args import validate_args
+from .callbacks import ContentCallbacks
+from .config import AvrsConfig
+from .constants import (
+    GUUID_SIZE,
+    IDENTITY_SIZE,
+    NONCE_SIZE,
+    AvrsChannel,
+    ClusterArg,
+    ClusterOp,
+    CommonArg,
+    ReplyArg,
+    RequestFlag,
+    SessionArg,
+    SignalArg,
+    SignalOp,
+)
+from .directory import ClusterInfo, ClusterView, ContentInfo
+from .errors import AvrsError, AvrsProtocolError, code_token
+from .events import (
+    AvrsEvent,
+    ClusterRequestReceived,
+    ContentReceived,
+    PacketDropped,
+    ReplyReceived,
+    RequestRefused,
+    ResponseReceived,
+    SignalReceived,
+)
+from .packets import (
+    REQUEST_HEADER_SIZE,
+    ContentPacket,
+    Reply,
+    Request,
+    RequestHeader,
+    decode_content,
+    decode_reply,
+    decode_request,
+    encode_content,
+    encode_reply,
+    encode_request,
+)
+from .permissions import (
+    PERMISSIONS,
+    PUBLISH,
+    RESPONSE_ONLY,
+    Permission,
+    Scope,
+    SelfTarget,
+    SignatureRule,
+    authorize,
+)
+from .replay import ReplayGuard
+from .session_core import OP_INPUTS, SessionMachine
+from .sessions import AvrsSession, SessionRegistry
+from .signing import AvrsSigner, SignatureAlgorithm, decode_sign_blob, verify_blob
+from .state import SessionState
+from .tsd import Tsd, TsdList
+
+#: The code for an unknown request type, per channel.
+WRONG_REQUEST: Final = {
+    AvrsChannel.CLUSTER: AvrsError.CLUSTER_WRONG_REQUEST,
+    AvrsChannel.SESSION: AvrsError.SESSION_WRONG_REQUEST,
+    AvrsChannel.SIGNAL: AvrsError.SIGNAL_WRONG_REQUEST,
+}
+#: Longest detail text put in a refusal.
+MAX_DETAIL: Final = 200
+
+_MEMBER_MUST_BE_PENDING: Final = frozenset(
+    {ClusterOp.MEMBER_REQUEST_APPROVE, ClusterOp.MEMBER_REQUEST_DEL}
+)
+_MEMBER_MUST_EXIST: Final = frozenset({ClusterOp.MEMBER_REMOVE, ClusterOp.ROLE_ASSIGN})
+_CONTENT_MUST_EXIST: Final = frozenset(
+    {ClusterOp.CONTENT_UPDATE, ClusterOp.CONTENT_DEL, ClusterOp.ROUTE_FIND, ClusterOp.BALANCE_REQ}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    op: int
+    deadline: float
+
+
+class AvrsConnection:
+    """One peer's AVRS state: its session, pending cluster requests, outgoing packets, events.
+
+    Share ``sessions``, ``replay_guard`` and ``content_callbacks`` between the connections of a
+    node (resume, cross-connection replay protection and the seed's global callback registry).
+    """
+
+    def __init__(
+        self,
+        directory: ClusterView,
+        config: AvrsConfig | None = None,
+        *,
+        sessions: SessionRegistry | None = None,
+        replay_guard: ReplayGuard | None = None,
+        content_callbacks: ContentCallbacks | None = None,
+    ) -> None:
+        self.config = config if config is not None else AvrsConfig()
+        cfg = self.config
+        self.directory = directory
+        self.sessions = (
+            sessions
+            if sessions is not None
+            else SessionRegistry(
+                resume_timeout=cfg.resume_timeout, max_contents=cfg.max_contents_per_session
+            )
+        )
+        self.replay_guard = (
+            replay_guard
+            if replay_guard is not None
+            else ReplayGuard(max_skew=cfg.max_clock_skew, max_entries=cfg.replay_entries)
+        )
+        self.content_callbacks = (
+            content_callbacks if content_callbacks is not None else ContentCallbacks()
+        )
+        self._machine = SessionMachine(
+            self, self.sessions, directory, max_chat_text=cfg.max_chat_text
+        )
+        self._outgoing: list[tuple[int, bytes]] = []
+        self._events: deque[AvrsEvent] = deque()
+        self._pending: dict[int, _Pending] = {}
+        self._next_request_id = 1
+        self._consecutive_errors = 0
+        self.peer_software: str | None = None
+        """SOFTWARE the peer announced in Signal HELLO."""
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def state(self) -> SessionState:
+        return self._machine.state
+
+    @property
+    def session(self) -> AvrsSession | None:
+        return self._machine.session
+
+    # ------------------------------------------------------------------ output
+
+    def data_to_send(self) -> list[tuple[int, bytes]]:
+        """Drain the queued (channel_id, payload) pairs, in order."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def next_event(self) -> AvrsEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of a cluster request the application has not answered."""
+        if not self._pending:
+            return None
+        return min(p.deadline for p in self._pending.values())
+
+    def handle_timer(self, now: float) -> None:
+        """Answer REQUEST_TIMEOUT for every overdue request. Safe to call early or twice.
+        Transmit afterwards."""
+        for request_id, pending in list(self._pending.items()):
+            if pending.deadline <= now:
+                del self._pending[request_id]
+                self._refuse(
+                    AvrsChannel.CLUSTER,
+                    pending.op,
+                    request_id,
+                    AvrsError.REQUEST_TIMEOUT,
+                    "the application did not answer in time",
+                )
+
+    # ------------------------------------------------------------------ input
+
+    def handle(self, channel_id: int, data: bytes, now: float) -> list[tuple[int, bytes]]:
+        """:meth:`receive` then :meth:`data_to_send`."""
+        self.receive(channel_id, data, now)
+        return self.data_to_send()
+
+    def receive(self, channel_id: int, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Process one channel payload. Never raises for any input. Transmit afterwards."""
+        try:
+            channel = AvrsChannel(channel_id)
+        except ValueError:
+            self._events.append(PacketDropped(channel=channel_id, reason="not an AVRS channel"))
+            return
+        payload = bytes(data)
+        try:
+            if channel is AvrsChannel.RETCODE:
+                self._receive_reply(payload)
+            elif channel is AvrsChannel.CONTENT:
+                self._receive_content(payload, now)
+            else:
+                self._receive_request(channel, payload, now)
+        except Exception as exc:  # last-resort boundary (h2 #140/#1231): never leak to the runtime
+            self._events.append(
+                PacketDropped(channel=channel_id, reason=f"internal error {type(exc).__name__}")
+            )
+
+    def connection_lost(self, now: float) -> None:
+        """The dap_stream channel is gone: detach the session (resumable) and forget pending
+        requests."""
+        self._pending.clear()
+        self._events.extend(self._machine.lost(now))
+
+    # ------------------------------------------------------------------ application commands
+
+    def reply(
+        self,
+        request_id: int,
+        code: int = AvrsError.SUCCESS,
+        args: Sequence[Tsd] = (),
+        *,
+        detail: str | None = None,
+    ) -> bool:
+        """Answer a :class:`ClusterRequestReceived`. False if it was already answered (e.g. timed
+        out). Transmit afterwards."""
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return False
+        items = list(args)
+        if detail:
+            items.append(Tsd(ReplyArg.DETAIL, detail.encode()[:MAX_DETAIL]))
+        self._send_reply(
+            Reply(code, request_id, AvrsChannel.CLUSTER, pending.op, code_token(code), tuple(items))
+        )
+        return True
+
+    def respond(
+        self, channel: AvrsChannel, op: int, request_id: int, args: Sequence[Tsd] = ()
+    ) -> None:
+        """Send a typed response (RESPONSE flag), e.g. LIST_RESP. Transmit afterwards."""
+        header = RequestHeader(op, channel, request_id, RequestFlag.RESPONSE)
+        self._outgoing.append((int(channel), encode_request(header, args)))
+
+    def send_request(
+        self,
+        channel: AvrsChannel,
+        op: int,
+        args: Sequence[Tsd] = (),
+        *,
+        signer: AvrsSigner | None = None,
+        now: float,
+    ) -> int:
+        """Queue a request (signed when ``signer`` is given); returns its request id."""
+        request_id = self._next_request_id
+        self._next_request_id = request_id % 0xFFFFFFFF + 1
+        header = RequestHeader(op, channel, request_id)
+        if signer is None:
+            data = encode_request(header, args)
+        else:
+            data = encode_request(
+                header,
+                args,
+                signer=signer,
+                timestamp_ms=int(now * 1000),
+                nonce=self.config.rng(NONCE_SIZE),
+            )
+        self._outgoing.append((int(channel), data))
+        return request_id
+
+    def send_content(self, packet: ContentPacket) -> None:
+        """Queue a media packet to the peer. Raises AvrsProtocolError (the code the peer would get)
+        when the session cannot stream it. Transmit afterwards."""
+        self._events.extend(self._machine.refresh())
+        self._machine.media_out(packet)
+        self._outgoing.append((AvrsChannel.CONTENT, encode_content(packet)))
+        self._events.extend(self._machine.media_flowed())
+
+    def fail_session(self) -> None:
+        """The application gave up on the session (media pipeline failure): enter ERROR."""
+        self._events.extend(self._machine.fail())
+
+    # ------------------------------------------------------------------ replies
+
+    def _send_reply(self, reply: Reply) -> None:
+        self._outgoing.append((AvrsChannel.RETCODE, encode_reply(reply)))
+
+    def _answer(self, channel: int, op: int, request_id: int, args: Sequence[Tsd] = ()) -> None:
+        self._consecutive_errors = 0
+        self._send_reply(
+            Reply(AvrsError.SUCCESS, request_id, channel, op, AvrsError.SUCCESS.token, tuple(args))
+        )
+
+    def _refuse(self, channel: int, op: int, request_id: int, code: int, reason: str) -> None:
+        detail = (Tsd(ReplyArg.DETAIL, reason.encode()[:MAX_DETAIL]),)
+        self._send_reply(Reply(code, request_id, channel, op, code_token(code), detail))
+        self._events.append(
+            RequestRefused(channel=channel, op=op, request_id=request_id, code=code, reason=reason)
+        )
+        if channel in (AvrsChannel.SESSION, AvrsChannel.CONTENT):
+            self._consecutive_errors += 1
+            if self._consecutive_errors >= self.config.max_consecutive_errors:
+                self._events.extend(self._machine.fail())
+
+    # ------------------------------------------------------------------ retcodes
+
+    def _receive_reply(self, data: bytes) -> None:
+        try:
+            reply = decode_reply(
+                data, max_items=self.config.max_tsd_items, max_total=self.config.max_args_size
+            )
+        except AvrsProtocolError as exc:  # never answer a retcode: that could loop
+            self._events.append(PacketDropped(channel=AvrsChannel.RETCODE, reason=exc.reason))
+            return
+        self._events.append(ReplyReceived(reply=reply))
+
+    # ------------------------------------------------------------------ content
+
+    def _receive_content(self, data: bytes, now: float) -> None:
+        del now  # media needs no clock; kept for a uniform signature
+        flow = data[0] if data else 0
+        seq = int.from_bytes(data[8:12], "little") if len(data) >= 12 else 0
+        try:
+            packet = decode_content(data, max_payload=self.config.max_content_payload)
+            self._events.extend(self._machine.refresh())
+            slot = self._machine.media_in(packet)
+        except AvrsProtocolError as exc:
+            self._refuse(AvrsChannel.CONTENT, flow, seq, exc.code, exc.reason)
+            return
+        session = self._machine.session
+        if session is None:  # media_in() refused this already; keeps the type checker honest
+            return
+        code, reason = self.content_callbacks.run(self, slot, packet)
+        if code != AvrsError.SUCCESS:
+            self._refuse(AvrsChannel.CONTENT, flow, seq, code, reason)
+            return
+        self._consecutive_errors = 0
+        self._events.extend(self._machine.media_flowed())
+        self._events.append(
+            ContentReceived(
+                session_id=session.session_id,
+                content_id=slot.content.content_id,
+                packet=packet,
+            )
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    def _receive_request(self, channel: AvrsChannel, data: bytes, now: float) -> None:
+        op = data[0] if data else 0
+        request_id = int.from_bytes(data[4:8], "little") if len(data) >= REQUEST_HEADER_SIZE else 0
+        looks_like_response = len(data) >= 4 and bool(data[3] & RequestFlag.RESPONSE)
+        try:
+            request = decode_request(
+                channel,
+                data,
+                max_items=self.config.max_tsd_items,
+                max_total=self.config.max_args_size,
+            )
+        except AvrsProtocolError as exc:
+            if looks_like_response:  # never answer a response
+                self._events.append(PacketDropped(channel=channel, reason=exc.reason))
+            else:
+                self._refuse(channel, op, request_id, exc.code, exc.reason)
+            return
+        if request.is_response:
+            self._events.append(
+                ResponseReceived(channel=channel, op=op, request_id=request_id, args=request.args)
+            )
+            return
+        try:
+            self._process(request, now)
+        except AvrsProtocolError as exc:
+            self._refuse(channel, op, request_id, exc.code, exc.reason)
+        except Exception as exc:  # a bug must still answer, with the generic code
+            self._refuse(channel, op, request_id, AvrsError.ERROR, f"internal {type(exc).__name__}")
+
+    def _process(self, request: Request, now: float) -> None:
+        channel, op = request.header.channel, request.header.op
+        permission = PERMISSIONS.get((channel, op))
+        if permission is None or (channel, op) in RESPONSE_ONLY:
+            raise AvrsProtocolError(WRONG_REQUEST[channel], f"unknown request type 0x{op:02x}")
+        signer, algorithm = self._verify_signature(request, permission)
+        if channel is AvrsChannel.SESSION:
+            self._events.extend(self._machine.refresh())
+            self._machine.check(OP_INPUTS[op])
+            session = self._machine.session
+            if session is not None:
+                if signer is not None and signer != session.session_id:
+                    raise AvrsProtocolError(
+                        AvrsError.SIGN_ALIEN, "signed by another identity than the session's"
+                    )
+                signer, algorithm = session.session_id, session.algorithm
+        cluster = self._authorize(channel, permission, request.args, signer, algorithm)
+        if request.sign is not None and signer is not None:
+            self._check_fresh(request.args, signer, now)
+        validate_args(channel, op, request.args)
+        request_id = request.header.request_id
+        if channel is AvrsChannel.CLUSTER:
+            self._cluster_request(op, request_id, request.args, signer, algorithm, cluster, now)
+        elif channel is AvrsChannel.SESSION:
+            outcome = self._machine.handle(
+                op,
+                request.args,
+                signer=signer,
+                algorithm=algorithm,
+                publish_check=self._publish_check(signer, algorithm),
+                now=now,
+            )
+            self._answer(channel, op, request_id, outcome.reply_args)
+            self._events.extend(outcome.events)
+        else:
+            self._signal_request(op, request_id, request.args, now)
+
+    def _verify_signature(
+        self, request: Request, permission: Permission
+    ) -> tuple[bytes | None, SignatureAlgorithm | None]:
+        if request.sign is None:
+            if permission.signature is SignatureRule.REQUIRED:
+                raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "request must be signed")
+            return None, None
+        blob = decode_sign_blob(request.sign.data)
+        if not verify_blob(blob, request.signed_message):
+            raise AvrsProtocolError(AvrsError.SIGN_INCORRECT, "signature does not verify")
+        return blob.identity, blob.algorithm
+
+    def _authorize(
+        self,
+        channel: AvrsChannel,
+        permission: Permission,
+        args: TsdList,
+        signer: bytes | None,
+        algorithm: SignatureAlgorithm | None,
+    ) -> ClusterInfo | None:
+        """Step 5. Returns the cluster the request names (None for ANYONE/SESSION scopes)."""
+        if permission.scope is not Scope.MEMBER:
+            return None
+        id_arg = ClusterArg.ID if channel is AvrsChannel.CLUSTER else SessionArg.CLUSTER_ID
+        cluster_id = args.fixed(id_arg, GUUID_SIZE)
+        assert cluster_id is not None  # required=True
+        cluster = self.directory.cluster(cluster_id)
+        if cluster is None:
+            raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "no such cluster")
+        if signer is None:
+            raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "cluster requests must be signed")
+        self._check_algorithm(cluster, algorithm)
+        target: bytes | None = None
+        if permission.self_target is SelfTarget.MEMBER_ARG:
+            target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
+        elif permission.self_target is SelfTarget.CONTENT_OWNER:
+            content_id = args.fixed(ClusterArg.CONTENT_ID, GUUID_SIZE, required=False)
+            content = None if content_id is None else cluster.contents.get(content_id)
+            target = None if content is None else content.owner
+        if not authorize(
+            permission,
+            signer=signer,
+            member_roles=cluster.roles_of(signer),
+            cluster_owner=cluster.owner,
+            target=target,
+        ):
+            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not send this request")
+        return cluster
+
+    @staticmethod
+    def _check_algorithm(cluster: ClusterInfo, algorithm: SignatureAlgorithm | None) -> None:
+        if algorithm is not cluster.signature_algorithm:
+            name = "none" if algorithm is None else algorithm.name
+            raise AvrsProtocolError(
+                AvrsError.MEMBER_SECURITY_ISSUE,
+                f"cluster requires {cluster.signature_algorithm.name}, got {name}",
+            )
+
+    def _publish_check(
+        self, signer: bytes | None, algorithm: SignatureAlgorithm | None
+    ) -> _PublishCheck:
+        return _PublishCheck(self, signer, algorithm)
+
+    def _check_fresh(self, args: TsdList, signer: bytes, now: float) -> None:
+        timestamp = args.uint(CommonArg.TIMESTAMP, 8)
+        nonce = args.fixed(CommonArg.NONCE, NONCE_SIZE)
+        assert timestamp is not None and nonce is not None  # required=True
+        verdict = self.replay_guard.check(signer, nonce, timestamp, now)
+        if not verdict.accepted:
+            raise AvrsProtocolError(verdict.code, verdict.reason)
+
+    # ------------------------------------------------------------------ cluster & signal
+
+    def _cluster_request(
+        self,
+        op: int,
+        request_id: int,
+        args: TsdList,
+        signer: bytes | None,
+        algorithm: SignatureAlgorithm | None,
+        cluster: ClusterInfo | None,
+        now: float,
+    ) -> None:
+        """Checks that need the directory, then hand the request to the application."""
+        cluster_id = args.get(ClusterArg.ID)
+        if op == ClusterOp.MEMBER_REQUEST_ADD:
+            cluster = self.directory.cluster(args.require(ClusterArg.ID))
+            if cluster is None:
+                raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "no such cluster")
+            self._check_algorithm(cluster, algorithm)
+        if cluster is not None:
+            member = args.get(ClusterArg.MEMBER)
+            if op in _MEMBER_MUST_BE_PENDING and member not in cluster.pending:
+                raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such join request")
+            if op in _MEMBER_MUST_EXIST and member is not None and cluster.roles_of(member) is None:
+                raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such member")
+            content_id = args.get(ClusterArg.CONTENT_ID)
+            if (
+                op in _CONTENT_MUST_EXIST
+                and content_id is not None
+                and content_id not in cluster.contents
+            ):
+                raise AvrsProtocolError(AvrsError.CONTENT_NOT_FOUND, "no such content")
+        if request_id in self._pending:
+            raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "request id already pending")
+        if len(self._pending) >= self.config.max_pending_requests:
+            raise AvrsProtocolError(AvrsError.BUSY, "too many requests await an answer")
+        self._pending[request_id] = _Pending(op, now + self.config.reply_timeout)
+        self._events.append(
+            ClusterRequestReceived(
+                request_id=request_id, op=op, signer=signer, cluster_id=cluster_id, args=args
+            )
+        )
+
+    def _signal_request(self, op: int, request_id: int, args: TsdList, now: float) -> None:
+        reply_args: list[Tsd] = []
+        if op == SignalOp.HELLO:
+            self.peer_software = args.text(SignalArg.SOFTWARE, 255, required=False)
+        elif op == SignalOp.HEARTBEAT:
+            reply_args.append(Tsd(ReplyArg.CLOCK, int(now * 1000).to_bytes(8, "little")))
+        self._answer(AvrsChannel.SIGNAL, op, request_id, reply_args)
+        self._events.append(SignalReceived(op=op, args=args))
+
+
+class _PublishCheck:
+    """May this signer publish into this content? (the PUBLISH row of the permission table)"""
+
+    __slots__ = ("_algorithm", "_connection", "_signer")
+
+    def __init__(
+        self,
+        connection: AvrsConnection,
+        signer: bytes | None,
+        algorithm: SignatureAlgorithm | None,
+    ) -> None:
+        self._connection = connection
+        self._signer = signer
+        self._algorithm = algorithm
+
+    def __call__(self, cluster: ClusterInfo, content: ContentInfo) -> None:
+        self._connection._check_algorithm(cluster, self._algorithm)
+        if self._signer is None or not authorize(
+            PERMISSIONS[PUBLISH],
+            signer=self._signer,
+            member_roles=cluster.roles_of(self._signer),
+            cluster_owner=cluster.owner,
+            target=content.owner,
+        ):
+            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not publish this content")

@@ -248,6 +248,20 @@ class CertificateVerifier:
             )
         return self.verify(peer.certificate, now=now, public_key=peer.public_key)
 
+    def as_peer_verifier(
+        self,
+        clock: Clock = time.time,
+        on_verified: Callable[[PeerIdentity, CertificateInfo], None] | None = None,
+    ) -> PeerVerifier:
+        """This verifier as a ``StreamConfig.peer_verifier`` (see :func:`make_peer_verifier`)."""
+
+        def verify_peer(peer: PeerIdentity) -> None:
+            info = self.verify_peer(peer, now=clock())
+            if on_verified is not None:
+                on_verified(peer, info)
+
+        return verify_peer
+
     def _check_issuer(self, cert: x509.Certificate, label: str) -> None:
         try:
             cert.verify_directly_issued_by(self._ca)
@@ -308,13 +322,7 @@ def make_peer_verifier(
     remember them.
     """
     verifier = CertificateVerifier(ca_certificate, crl, allowed_roles=allowed_roles)
-
-    def verify_peer(peer: PeerIdentity) -> None:
-        info = verifier.verify_peer(peer, now=clock())
-        if on_verified is not None:
-            on_verified(peer, info)
-
-    return verify_peer
+    return verifier.as_peer_verifier(clock, on_verified)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""AVRS roles: the seed's u16 bitmask (``avrs_role_t``), with parsing and printing.
+"""AVRS roles (the seed's u16 bitmask ``avrs_role_t``, defined in :mod:`dapsdk.avrs.constants`):
+parsing and printing for configuration files, certificates and the command line.
 
 The high byte holds infrastructure roles (server, balancer), the low byte human roles (client,
 host, operator), as in the C original. A member may hold several roles at once.
@@ -6,21 +7,18 @@ host, operator), as in the C original. A member may hold several roles at once.
 
 from __future__ import annotations
 
-import enum
 from typing import Final
 
+from dapsdk.avrs.constants import Role
 
-class Role(enum.IntFlag):
-    """``AVRS_ROLE_*``."""
-
-    NONE = 0
-    CLIENT = 0x0001
-    HOST = 0x0002
-    OPERATOR = 0x0004
-    SERVER = 0x0100
-    BALANCER = 0x0200
-    ALL = 0xFFFF
-
+__all__ = [
+    "ADMIN_ROLES",
+    "ROLE_NAMES",
+    "Role",
+    "format_roles",
+    "parse_roles",
+    "roles_from_int",
+]
 
 #: Names accepted in configuration files, on the command line and in certificates.
 ROLE_NAMES: Final[dict[str, Role]] = {

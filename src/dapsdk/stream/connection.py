@@ -444,6 +444,11 @@ class StreamConnection:
                 f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}", code=ErrorCode.UNKNOWN_FLAGS
             )
         if not flags & _ENC:
+            if ptype == _ERROR_T and flags == 0 and self._recv is not None and self._recv.counter == 0:
+                # The responder refused our FINISH before it had traffic keys: its ERROR is in
+                # plaintext. Accepted only before the first sealed packet (docs/protocol.md §5).
+                self._handle_error_body(bytes(view[pos + HEADER_SIZE : end]))
+                return
             raise ProtocolError(
                 "packet without the ENCRYPTED flag after the handshake", code=ErrorCode.UNENCRYPTED
             )

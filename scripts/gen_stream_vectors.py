@@ -1,0 +1,143 @@
+"""Regenerate tests/vectors/{header,handshake,sealed}.json.
+
+Everything is derived from fixed seeds except the responder's ML-KEM encapsulation randomness, which
+the `cryptography` API does not let us fix: RESPONSE is therefore recorded, and the vector says so.
+Given HELLO's seeds and the recorded RESPONSE, FINISH and every key after it are deterministic.
+
+Run: .venv/bin/python scripts/gen_stream_vectors.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from dapsdk.stream.config import StreamConfig
+from dapsdk.stream.constants import HEADER, ChannelId, PacketFlag, PacketType
+from dapsdk.stream.crypto import DirectionCipher
+from dapsdk.stream.handshake import Handshake
+from dapsdk.stream.identity import NodeIdentity
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "vectors"
+
+
+def drbg(label: str):  # type: ignore[no-untyped-def]
+    """Deterministic byte source: SHA-256(label || counter) blocks."""
+    state = {"counter": 0, "pool": b""}
+
+    def rng(n: int) -> bytes:
+        while len(state["pool"]) < n:
+            block = hashlib.sha256(f"{label}:{state['counter']}".encode()).digest()
+            state["counter"] += 1
+            state["pool"] += block
+        out, state["pool"] = state["pool"][:n], state["pool"][n:]
+        return out
+
+    return rng
+
+
+def header_vectors() -> list[dict[str, object]]:
+    cases = [
+        (0, PacketType.DATA, 0, ChannelId.CONTROL, 0),
+        (5, PacketType.DATA, 1, ChannelId.FILE, PacketFlag.ENCRYPTED),
+        (65536 + 16, PacketType.DATA, 0xFFFFFFFF, 0x20, PacketFlag.ENCRYPTED | PacketFlag.FRAGMENTED),
+        (25, PacketType.CONTROL, 7, ChannelId.MEDIA, PacketFlag.ENCRYPTED | PacketFlag.COMPRESSED),
+        (25, PacketType.KEEPALIVE, 0x01020304, 0, PacketFlag.ENCRYPTED),
+        (21, PacketType.CLOSE, 9, 0xFFFF, PacketFlag.ENCRYPTED),
+        (40, PacketType.ERROR, 0, 0, 0),
+    ]
+    return [
+        {
+            "size": size,
+            "type": int(ptype),
+            "seq_id": seq,
+            "ch_id": int(ch),
+            "flags": int(flags),
+            "hex": HEADER.pack(size, ptype, seq, ch, flags).hex(),
+        }
+        for size, ptype, seq, ch, flags in cases
+    ]
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "header.json").write_text(
+        json.dumps(
+            {
+                "description": "dap_stream 12-byte packet header: <IBIHB (size u32, type u8, "
+                "seq_id u32, ch_id u16, flags u8), little-endian, packed. docs/protocol.md §2.",
+                "cases": header_vectors(),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    initiator_seed = hashlib.sha256(b"dapsdk vector initiator identity").digest()
+    responder_seed = hashlib.sha256(b"dapsdk vector responder identity").digest()
+    initiator = NodeIdentity.from_seed(initiator_seed)
+    responder = NodeIdentity.from_seed(responder_seed)
+    i_cfg = StreamConfig(rng=drbg("initiator"))
+    r_cfg = StreamConfig(rng=drbg("responder"))
+    hs_i = Handshake(initiator, i_cfg, initiator=True, expected_peer=responder.address)
+    hs_r = Handshake(responder, r_cfg, initiator=False)
+    hello = hs_i.start()
+    response = hs_r.receive(0, hello)
+    assert response is not None
+    finish = hs_i.receive(1, response)
+    assert finish is not None
+    assert hs_r.receive(2, finish) is None
+    assert hs_i.result is not None and hs_r.result is not None
+    assert hs_i.result.send_secret == hs_r.result.recv_secret
+    wrap = lambda step, body: HEADER.pack(len(body), PacketType.CONTROL, step, 0, 0) + body  # noqa: E731
+    handshake = {
+        "description": "Handshake with fixed identities and initiator randomness. The initiator's "
+        "randomness is SHA-256('initiator:<n>') blocks consumed in order: 32 bytes X25519 "
+        "ephemeral, then 64 bytes ML-KEM-768 seed (d||z). RESPONSE is recorded: its ML-KEM "
+        "encapsulation randomness cannot be fixed through the library. Given HELLO's randomness "
+        "and RESPONSE, FINISH and all secrets are deterministic. docs/protocol.md §3.",
+        "initiator_identity_seed": initiator_seed.hex(),
+        "responder_identity_seed": responder_seed.hex(),
+        "initiator_address": str(initiator.address),
+        "responder_address": str(responder.address),
+        "initiator_rng_label": "initiator",
+        "hello_packet": wrap(0, hello).hex(),
+        "response_packet": wrap(1, response).hex(),
+        "finish_packet": wrap(2, finish).hex(),
+        "transcript_hash": hs_i.result.transcript_hash.hex(),
+        "traffic_secret_i2r": hs_i.result.send_secret.hex(),
+        "traffic_secret_r2i": hs_i.result.recv_secret.hex(),
+        "version": hs_i.result.version,
+        "features": hs_i.result.features,
+    }
+    (OUT / "handshake.json").write_text(json.dumps(handshake, indent=2) + "\n")
+    send = DirectionCipher(hs_i.result.send_secret)
+    packets = []
+    for ptype, ch, flags, body in [
+        (PacketType.CONTROL, 0x20, PacketFlag.ENCRYPTED, bytes([0x01, 3])),  # OPEN channel 0x20
+        (PacketType.DATA, 0x20, PacketFlag.ENCRYPTED, b"Hello, World!"),
+        (PacketType.CONTROL, 0x20, PacketFlag.ENCRYPTED, b"\x00ctl"),  # USER control message
+        (PacketType.KEEPALIVE, 0, PacketFlag.ENCRYPTED, bytes([0]) + (1234567).to_bytes(8, "little")),
+        (PacketType.CLOSE, 0x20, PacketFlag.ENCRYPTED, bytes([0]) + (0).to_bytes(4, "little")),
+    ]:
+        sealed = send.seal(ptype, ch, flags, body)
+        packets.append({"type": int(ptype), "ch_id": ch, "flags": int(flags), "plaintext": body.hex(), "wire": sealed.hex()})
+    (OUT / "sealed.json").write_text(
+        json.dumps(
+            {
+                "description": "First packets the initiator seals after the handshake above, with "
+                "traffic_secret_i2r: key||iv = HKDF-Expand(secret, 'dapstream key+iv', 44); "
+                "nonce = iv XOR counter (12-byte little-endian); AAD = the 12-byte header. "
+                "docs/protocol.md §4.",
+                "traffic_secret": hs_i.result.send_secret.hex(),
+                "packets": packets,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote vectors to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -264,7 +264,7 @@ def test_bad_input_before_handshake_gets_plaintext_error(data: bytes, code: int)
     server, out = feed_server(data, established=False)
     assert error_code_of(server) == code
     wire = b"".join(out)
-    size, ptype, _, _, flags = HEADER.unpack_from(wire)
+    _, ptype, _, _, flags = HEADER.unpack_from(wire)
     assert ptype == PacketType.ERROR and flags == 0
     assert struct.unpack_from("<I", wire, 12)[0] == code
 

@@ -210,7 +210,7 @@ class DatagramOpener:
         self.stats.accepted += 1
         return channel_id, payload
 
-    def _drop(self, reason: DropReason) -> None:
+    def _drop(self, reason: DropReason) -> tuple[int, bytes] | None:
         self.stats.dropped[reason] += 1
         self.last_drop = reason
         return None

@@ -21,6 +21,8 @@ def cli() -> None:
 _SUBCOMMANDS = [
     ("dapsdk.cli.demo", "demo"),
     ("dapsdk.cli.stream_server", "stream_server"),
+    ("dapsdk.cli.cert", "cert"),
+    ("dapsdk.cli.token", "token"),
 ]
 
 

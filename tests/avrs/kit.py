@@ -169,7 +169,39 @@ def open_session(conn: AvrsConnection, wire: Wire, signer: AvrsSigner, now: floa
     return only_reply(
         conn.handle(
             AvrsChannel.SESSION,
-            wire.request(AvrsChannel.SESSION, SessionOp.OPEN, signer=signer),
+            wire.request(AvrsChannel.SESSION, SessionOp.OPEN, signer=signer, now=now),
             now,
         )
     )
+
+
+def session_request(
+    conn: AvrsConnection,
+    wire: Wire,
+    op: int,
+    args: Sequence[Tsd] = (),
+    *,
+    signer: AvrsSigner | None = None,
+    now: float = NOW,
+) -> Reply:
+    data = wire.request(AvrsChannel.SESSION, op, args, signer=signer, now=now)
+    return only_reply(conn.handle(AvrsChannel.SESSION, data, now))
+
+
+def bring_to_synced(
+    conn: AvrsConnection,
+    wire: Wire,
+    signer: AvrsSigner,
+    flags: ContentFlag = ContentFlag.STREAMING_IN,
+    content_id: bytes = CONTENT_ID,
+) -> int:
+    """OPEN, CONTENT_ADD, START, SYNC; returns the content handle."""
+    assert open_session(conn, wire, signer).code == 0
+    added = session_request(conn, wire, SessionOp.CONTENT_ADD, content_add_args(content_id, flags))
+    assert added.code == 0, added
+    handle_data = added.arg(0x02)
+    assert handle_data is not None
+    assert session_request(conn, wire, SessionOp.START).code == 0
+    clock = Tsd(SessionArg.CLOCK, (0).to_bytes(8, "little"))
+    assert session_request(conn, wire, SessionOp.SYNC, [clock]).code == 0
+    return int.from_bytes(handle_data, "little")

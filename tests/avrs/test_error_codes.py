@@ -26,7 +26,6 @@ from .kit import (
     CANDIDATE,
     CLIENT,
     CLUSTER_ID,
-    CONTENT_ID,
     HOST,
     MISSING_CLUSTER_ID,
     MISSING_CONTENT_ID,

@@ -154,9 +154,16 @@ def _own_certificate(
         certificate = load_certificate(path)
         if verifier is None:
             raise ValueError("ca_certificate_file is required to check it")
-        info = verifier.verify(certificate, now=now, public_key=identity.public_key)
+        info = verifier.verify(certificate, now=now)
     except (AuthError, ValueError) as exc:
         raise _fail(config, "certificate_file", path, exc) from None
+    if info.public_key != identity.public_key:
+        key_name = "identity_file" if config.avrs.identity_file is not None else "private_key_file"
+        raise _fail(
+            config, "certificate_file", path,
+            f"certificate belongs to node {info.node_address}, but the key in {key_name} is "
+            f"node {identity.address}",
+        )  # fmt: skip
     missing = config.avrs.role & ~info.roles
     if missing:
         raise _fail(

@@ -319,3 +319,17 @@ def test_debug_flag_drives_logging() -> None:
 def test_bad_host_address() -> None:
     err = refuse("[avrs]\nhost_address = 192.168.1.100\n", r"host_address = '192\.168\.1\.100'")
     assert err.key == "host_address"
+
+
+def test_docs_example_file_loads() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+    text = docs.read_text(encoding="utf-8")
+    example = text.split("```ini\n", 1)[1].split("```", 1)[0]
+    config = parse(example, check_files=False)
+    assert config.avrs.role == Role.SERVER
+    assert [e.url for e in config.avrs.listen_endpoints] == [
+        "tcp://0.0.0.0:8080",
+        "ws://0.0.0.0:8081/avrs",
+    ]
+    assert config.stream.compression == ()
+    assert config.avrs.host_address is not None and config.avrs.host_address.port == 8080

@@ -382,8 +382,9 @@ def load_node_config(path: str | Path, *, check_files: bool = True) -> NodeConfi
     )
 
 
-#: The seed's name for the loader.
+#: The seed's name for the loader, and the short name ``dapsdk.compat`` uses.
 dap_config_load = load_node_config
+load_config = load_node_config
 
 
 def parse_node_config(

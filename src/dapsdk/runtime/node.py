@@ -227,7 +227,14 @@ class StreamNode:
         except OSError as exc:
             raise ConnectionError(f"cannot connect to {endpoint.url}: {exc}") from exc
         try:
-            return await handshake
+            # The core enforces handshake_timeout itself; this outer bound only guards against a
+            # transport that never delivered connection_made.
+            return await asyncio.wait_for(handshake, self.config.handshake_timeout + 1.0)
+        except TimeoutError:
+            abort()
+            raise ProtocolError(
+                f"handshake with {endpoint.url} did not complete", code=ErrorCode.TIMEOUT
+            ) from None
         except BaseException:
             abort()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from .driver import ConnectionDriver
 from .endpoint import Endpoint
@@ -23,8 +24,8 @@ class TcpStreamProtocol(asyncio.Protocol):
     # asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.peername = transport.get_extra_info("peername")
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -33,10 +34,10 @@ class TcpStreamProtocol(asyncio.Protocol):
             except OSError:
                 pass
         # Let the kernel hold little unsent data so scheduling (control before bulk) happens here.
-        transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+        self.transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
         self.driver = self._make_driver(self)
         if self.driver is None:  # refused (e.g. too many handshakes); the factory wrote a reply
-            transport.close()
+            self.transport.close()
             return
         self.driver.attach(self)
 

@@ -20,6 +20,7 @@ def cli() -> None:
 # import errors are not hidden.
 _SUBCOMMANDS = [
     ("dapsdk.cli.demo", "demo"),
+    ("dapsdk.cli.bench", "bench"),
     ("dapsdk.cli.stream_server", "stream_server"),
     ("dapsdk.cli.cert", "cert"),
     ("dapsdk.cli.token", "token"),

@@ -1,0 +1,196 @@
+"""``avrs bench``: benchmarks that measure side by side in one run and print ratios."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..bench.common import LOOPS
+from ..bench.transport import CASES, DEFAULT_DURATION, TARGETS, BenchError, run_transport_bench
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (sender and receiver in separate processes on loopback)."""
+
+
+def _check_transport(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from ..runtime.transport import available_schemes
+
+    schemes = available_schemes()
+    if value not in schemes:
+        raise click.BadParameter(
+            f"{value!r} is not an available dapsdk transport; available: {', '.join(schemes)}",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
+@bench.command()
+@click.option(
+    "--transport",
+    "scheme",
+    default="tcp",
+    show_default=True,
+    callback=_check_transport,
+    help="Endpoint scheme dapsdk listens and connects with (tcp|ws|quic, as registered).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.05, max=60),
+    default=DEFAULT_DURATION,
+    show_default=True,
+    help=f"Seconds measured per case ({len(CASES)} cases, plus warm-up and process start).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option(
+    "--loop",
+    type=click.Choice(LOOPS),
+    default="auto",
+    show_default=True,
+    help="Event loop of every worker; auto is uvloop when installed and usable by dapsdk.",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write a pyinstrument profile of each worker here (slows the run; numbers are then "
+    "not representative).",
+)
+def transport(
+    scheme: str, duration: float, as_json: bool, loop: str, profile_dir: Path | None
+) -> None:
+    """dapsdk against plain TCP, TLS 1.3 and websockets: bulk MB/s, 100-byte messages per
+    second, and the p99 latency of control packets while a bulk channel saturates the link."""
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("[bold]bench transport"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=len(CASES))
+
+        def progress(index: int, total: int, label: str) -> None:
+            bar.update(task, completed=index, description=label)
+
+        def note(text: str) -> None:
+            bar.console.print(f"[yellow]note:[/] {text}")
+
+        try:
+            summary = asyncio.run(
+                run_transport_bench(
+                    duration=duration,
+                    scheme=scheme,
+                    loop=loop,
+                    profile_dir=profile_dir,
+                    progress=progress,
+                    on_note=note,
+                )
+            )
+        except BenchError as exc:
+            raise click.ClickException(f"benchmark failed: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        Console().print(render_table(summary))
+    if profile_dir is not None:
+        err.print(f"profiles written to {profile_dir}")
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    return f"{value:,.1f} {unit}"
+
+
+def render_table(summary: dict[str, Any]) -> Table:
+    meta = summary["meta"]
+    table = Table(
+        title=f"dapsdk transport benchmark ({meta['transport']}, {meta['loop']}, "
+        f"{meta['duration_s']:g} s per case, {meta['cpus']} CPUs)",
+        title_justify="left",
+    )
+    table.add_column("measurement")
+    table.add_column("dapsdk", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    bulk = summary["bulk_mb_s"]
+    targets = summary["targets"]
+
+    def mark(name: str | None) -> tuple[str, str]:
+        if name is None:
+            return "", ""
+        t = targets[name]
+        return t["target"], "[green]PASS[/]" if t["pass"] else "[red]FAIL[/]"
+
+    rows: list[tuple[str, str, str, str, str | None]] = [
+        (
+            "bulk vs plain TCP",
+            _fmt(bulk["dapsdk"], "MB/s"),
+            _fmt(bulk["plain_tcp"], "MB/s"),
+            _fmt(summary["vs_plain_tcp"], "x"),
+            "vs_plain_tcp",
+        ),
+        (
+            "bulk vs TLS 1.3",
+            _fmt(bulk["dapsdk"], "MB/s"),
+            _fmt(bulk["tls"], "MB/s"),
+            _fmt(summary["vs_tls"], "x"),
+            "vs_tls",
+        ),
+        (
+            "bulk vs websockets",
+            _fmt(bulk["dapsdk"], "MB/s"),
+            _fmt(bulk["websockets"], "MB/s"),
+            _fmt(summary["vs_websockets"], "x"),
+            None,
+        ),
+        (
+            "100 B messages",
+            _fmt(summary["small_pps"]["dapsdk"], "/s"),
+            "",
+            "",
+            "small_pps_dapsdk",
+        ),
+        (
+            "100 B messages vs websockets",
+            _fmt(summary["small_pps"]["dapsdk"], "/s"),
+            _fmt(summary["small_pps"]["websockets"], "/s"),
+            _fmt(summary["small_vs_websockets"], "x"),
+            "small_vs_websockets",
+        ),
+        (
+            f"control p99 under bulk ({summary['control']['bulk_mb_s']:,.0f} MB/s)",
+            _fmt(summary["control_p99_ms"], "ms"),
+            f"p50 {summary['control']['p50_ms']:.3f} ms",
+            "",
+            "control_p99_ms",
+        ),
+    ]
+    for label, ours, base, ratio, name in rows:
+        target, verdict = mark(name)
+        table.add_row(label, ours, base, ratio, target, verdict)
+    met = sum(1 for t in targets.values() if t["pass"])
+    table.caption = f"{met}/{len(TARGETS)} targets met; MB = 10^6 bytes"
+    if "loop_note" in meta:
+        table.caption += f"; note: {meta['loop_note']}"
+    return table

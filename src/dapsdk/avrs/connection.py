@@ -380,6 +380,9 @@ class AvrsConnection:
                 self._refuse(channel, op, request_id, exc.code, exc.reason)
             return
         if request.is_response:
+            if request.sign is not None and not self._signature_ok(request):
+                self._events.append(PacketDropped(channel=channel, reason="forged response"))
+                return
             self._events.append(
                 ResponseReceived(channel=channel, op=op, request_id=request_id, args=request.args)
             )
@@ -439,6 +442,16 @@ class AvrsConnection:
         if not verify_blob(blob, request.signed_message):
             raise AvrsProtocolError(AvrsError.SIGN_INCORRECT, "signature does not verify")
         return blob.identity, blob.algorithm
+
+    @staticmethod
+    def _signature_ok(request: Request) -> bool:
+        try:
+            sign = request.sign
+            return sign is not None and verify_blob(
+                decode_sign_blob(sign.data), request.signed_message
+            )
+        except AvrsProtocolError:
+            return False
 
     def _authorize(
         self,

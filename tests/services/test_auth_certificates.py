@@ -223,3 +223,12 @@ def test_issue_refuses_bad_arguments(ca: ClusterCA) -> None:
 def test_node_certificate_never_outlives_ca(ca: ClusterCA) -> None:
     cert = ca.issue(NodeIdentity.generate().public_key, Role.SERVER, now=NOW, days=100_000)
     assert cert.not_valid_after_utc == ca.certificate.not_valid_after_utc
+
+
+def test_fingerprint_is_the_usual_one(ca: ClusterCA) -> None:
+    import hashlib
+
+    assert (
+        describe_certificate(ca.certificate).fingerprint_sha256
+        == hashlib.sha256(der(ca.certificate)).hexdigest()
+    )

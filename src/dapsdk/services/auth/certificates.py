@@ -16,7 +16,6 @@ Each failed check raises its own :class:`~.errors.CertificateError` subclass nam
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from dapsdk.stream.config import PeerIdentity, PeerVerifier
@@ -125,7 +125,7 @@ def describe_certificate(cert: x509.Certificate) -> CertificateInfo:
         not_after=from_datetime(cert.not_valid_after_utc),
         public_key=raw,
         is_ca=is_ca,
-        fingerprint_sha256=hashlib.sha256(cert.tbs_certificate_bytes + cert.signature).hexdigest(),
+        fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
     )
 
 

@@ -12,12 +12,13 @@ and traced). The checks run in this order, each refusing with its code before an
 1. structure (header, TSDs, SIGN last)              ARG_INCORRECT / SIGN_INCORRECT / *_WRONG_REQUEST
 2. signature present when the table requires it     SIGN_NOT_PRESENT
 3. signature verifies over the bytes before it      SIGN_INCORRECT
-4. session state allows the request ('S' only)       SESSION_NOT_OPENED / _ALREADY_OPENED / _WRONG_REQUEST
+4. 'S' after OPEN: the session is the signer         SESSION_NOT_OPENED (no session) / SIGN_ALIEN
 5. signer allowed by the permission table           ARG_INCORRECT (no cluster id) / CLUSTER_NOT_FOUND /
                                                     MEMBER_SECURITY_ISSUE / SIGN_ALIEN
 6. fresh: timestamp within skew, nonce unseen        SIGN_EXPIRED / SIGN_REPLAYED
 7. arguments decoded against the argument table     ARG_INCORRECT / MEMBER_INFO_PROBLEM / CONTENT_INFO_CORRUPTED
-8. act                                              the operation's own codes
+8. session state table allows it ('S')              SESSION_ALREADY_OPENED / SESSION_WRONG_REQUEST
+9. act                                              the operation's own codes
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .constants import (
     ReplyArg,
     RequestFlag,
     SessionArg,
+    SessionOp,
     SignalArg,
     SignalOp,
 )
@@ -400,16 +402,8 @@ class AvrsConnection:
         if permission is None or (channel, op) in RESPONSE_ONLY:
             raise AvrsProtocolError(WRONG_REQUEST[channel], f"unknown request type 0x{op:02x}")
         signer, algorithm = self._verify_signature(request, permission)
-        if channel is AvrsChannel.SESSION:
-            self._events.extend(self._machine.refresh())
-            self._machine.check(OP_INPUTS[op])
-            session = self._machine.session
-            if session is not None:
-                if signer is not None and signer != session.session_id:
-                    raise AvrsProtocolError(
-                        AvrsError.SIGN_ALIEN, "signed by another identity than the session's"
-                    )
-                signer, algorithm = session.session_id, session.algorithm
+        if channel is AvrsChannel.SESSION and op != SessionOp.OPEN:
+            signer, algorithm = self._session_signer(op, signer, algorithm)
         cluster = self._authorize(channel, permission, request.args, signer, algorithm)
         if request.sign is not None and signer is not None:
             self._check_fresh(request.args, signer, now)
@@ -430,6 +424,23 @@ class AvrsConnection:
             self._events.extend(outcome.events)
         else:
             self._signal_request(op, request_id, request.args, now)
+
+    def _session_signer(
+        self, op: int, signer: bytes | None, algorithm: SignatureAlgorithm | None
+    ) -> tuple[bytes, SignatureAlgorithm]:
+        """Step 4: requests after OPEN act as the session's identity. Without a session the
+        signer is unknown (SESSION_NOT_OPENED); a signature by anyone else is SIGN_ALIEN."""
+        self._events.extend(self._machine.refresh())
+        session = self._machine.session
+        if session is None:
+            self._machine.check(OP_INPUTS[op])  # raises SESSION_NOT_OPENED in CREATED / CLOSED
+            raise AvrsProtocolError(AvrsError.SESSION_NOT_OPENED, "no session")
+        if signer is not None and signer != session.session_id:
+            raise AvrsProtocolError(
+                AvrsError.SIGN_ALIEN, "signed by another identity than the session's"
+            )
+        del algorithm  # verified, and necessarily the session's (same key)
+        return session.session_id, session.algorithm
 
     def _verify_signature(
         self, request: Request, permission: Permission

@@ -32,21 +32,17 @@ from .args import validate_args
 from .callbacks import ContentCallbacks
 from .config import AvrsConfig
 from .constants import (
-    GUUID_SIZE,
-    IDENTITY_SIZE,
     NONCE_SIZE,
     AvrsChannel,
     ClusterArg,
     ClusterOp,
-    CommonArg,
     ReplyArg,
     RequestFlag,
-    SessionArg,
     SessionOp,
     SignalArg,
     SignalOp,
 )
-from .directory import ClusterInfo, ClusterView, ContentInfo
+from .directory import ClusterInfo, ClusterView
 from .errors import AvrsError, AvrsProtocolError, code_token
 from .events import (
     AvrsEvent,
@@ -73,20 +69,23 @@ from .packets import (
 )
 from .permissions import (
     PERMISSIONS,
-    PUBLISH,
     RESPONSE_ONLY,
-    Permission,
-    Scope,
-    SelfTarget,
-    SignatureRule,
-    authorize,
 )
 from .replay import ReplayGuard
 from .session_core import OP_INPUTS, SessionMachine
 from .sessions import AvrsSession, SessionRegistry
-from .signing import AvrsSigner, SignatureAlgorithm, decode_sign_blob, verify_blob
+from .signing import AvrsSigner, SignatureAlgorithm
 from .state import SessionState
 from .tsd import Tsd, TsdList
+from .verification import (
+    PublishCheck,
+    authorize_request,
+    check_algorithm,
+    check_cluster_targets,
+    check_fresh,
+    signature_ok,
+    verify_request_signature,
+)
 
 #: The code for an unknown request type, per channel.
 WRONG_REQUEST: Final = {
@@ -96,14 +95,6 @@ WRONG_REQUEST: Final = {
 }
 #: Longest detail text put in a refusal.
 MAX_DETAIL: Final = 200
-
-_MEMBER_MUST_BE_PENDING: Final = frozenset(
-    {ClusterOp.MEMBER_REQUEST_APPROVE, ClusterOp.MEMBER_REQUEST_DEL}
-)
-_MEMBER_MUST_EXIST: Final = frozenset({ClusterOp.MEMBER_REMOVE, ClusterOp.ROLE_ASSIGN})
-_CONTENT_MUST_EXIST: Final = frozenset(
-    {ClusterOp.CONTENT_UPDATE, ClusterOp.CONTENT_DEL, ClusterOp.ROUTE_FIND, ClusterOp.BALANCE_REQ}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +373,7 @@ class AvrsConnection:
                 self._refuse(channel, op, request_id, exc.code, exc.reason)
             return
         if request.is_response:
-            if request.sign is not None and not self._signature_ok(request):
+            if request.sign is not None and not signature_ok(request):
                 self._events.append(PacketDropped(channel=channel, reason="forged response"))
                 return
             self._events.append(
@@ -401,12 +392,14 @@ class AvrsConnection:
         permission = PERMISSIONS.get((channel, op))
         if permission is None or (channel, op) in RESPONSE_ONLY:
             raise AvrsProtocolError(WRONG_REQUEST[channel], f"unknown request type 0x{op:02x}")
-        signer, algorithm = self._verify_signature(request, permission)
+        signer, algorithm = verify_request_signature(request, permission)
         if channel is AvrsChannel.SESSION and op != SessionOp.OPEN:
             signer, algorithm = self._session_signer(op, signer, algorithm)
-        cluster = self._authorize(channel, permission, request.args, signer, algorithm)
+        cluster = authorize_request(
+            self.directory, channel, permission, request.args, signer, algorithm
+        )
         if request.sign is not None and signer is not None:
-            self._check_fresh(request.args, signer, now)
+            check_fresh(self.replay_guard, request.args, signer, now)
         validate_args(channel, op, request.args)
         request_id = request.header.request_id
         if channel is AvrsChannel.CLUSTER:
@@ -417,7 +410,7 @@ class AvrsConnection:
                 request.args,
                 signer=signer,
                 algorithm=algorithm,
-                publish_check=self._publish_check(signer, algorithm),
+                publish_check=PublishCheck(signer, algorithm),
                 now=now,
             )
             self._answer(channel, op, request_id, outcome.reply_args)
@@ -442,87 +435,6 @@ class AvrsConnection:
         del algorithm  # verified, and necessarily the session's (same key)
         return session.session_id, session.algorithm
 
-    def _verify_signature(
-        self, request: Request, permission: Permission
-    ) -> tuple[bytes | None, SignatureAlgorithm | None]:
-        if request.sign is None:
-            if permission.signature is SignatureRule.REQUIRED:
-                raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "request must be signed")
-            return None, None
-        blob = decode_sign_blob(request.sign.data)
-        if not verify_blob(blob, request.signed_message):
-            raise AvrsProtocolError(AvrsError.SIGN_INCORRECT, "signature does not verify")
-        return blob.identity, blob.algorithm
-
-    @staticmethod
-    def _signature_ok(request: Request) -> bool:
-        try:
-            sign = request.sign
-            return sign is not None and verify_blob(
-                decode_sign_blob(sign.data), request.signed_message
-            )
-        except AvrsProtocolError:
-            return False
-
-    def _authorize(
-        self,
-        channel: AvrsChannel,
-        permission: Permission,
-        args: TsdList,
-        signer: bytes | None,
-        algorithm: SignatureAlgorithm | None,
-    ) -> ClusterInfo | None:
-        """Step 5. Returns the cluster the request names (None for ANYONE/SESSION scopes)."""
-        if permission.scope is not Scope.MEMBER:
-            return None
-        id_arg = ClusterArg.ID if channel is AvrsChannel.CLUSTER else SessionArg.CLUSTER_ID
-        cluster_id = args.fixed(id_arg, GUUID_SIZE)
-        assert cluster_id is not None  # required=True
-        cluster = self.directory.cluster(cluster_id)
-        if cluster is None:
-            raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "no such cluster")
-        if signer is None:
-            raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "cluster requests must be signed")
-        self._check_algorithm(cluster, algorithm)
-        target: bytes | None = None
-        if permission.self_target is SelfTarget.MEMBER_ARG:
-            target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
-        elif permission.self_target is SelfTarget.CONTENT_OWNER:
-            content_id = args.fixed(ClusterArg.CONTENT_ID, GUUID_SIZE, required=False)
-            content = None if content_id is None else cluster.contents.get(content_id)
-            target = None if content is None else content.owner
-        if not authorize(
-            permission,
-            signer=signer,
-            member_roles=cluster.roles_of(signer),
-            cluster_owner=cluster.owner,
-            target=target,
-        ):
-            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not send this request")
-        return cluster
-
-    @staticmethod
-    def _check_algorithm(cluster: ClusterInfo, algorithm: SignatureAlgorithm | None) -> None:
-        if algorithm is not cluster.signature_algorithm:
-            name = "none" if algorithm is None else algorithm.name
-            raise AvrsProtocolError(
-                AvrsError.MEMBER_SECURITY_ISSUE,
-                f"cluster requires {cluster.signature_algorithm.name}, got {name}",
-            )
-
-    def _publish_check(
-        self, signer: bytes | None, algorithm: SignatureAlgorithm | None
-    ) -> _PublishCheck:
-        return _PublishCheck(self, signer, algorithm)
-
-    def _check_fresh(self, args: TsdList, signer: bytes, now: float) -> None:
-        timestamp = args.uint(CommonArg.TIMESTAMP, 8)
-        nonce = args.fixed(CommonArg.NONCE, NONCE_SIZE)
-        assert timestamp is not None and nonce is not None  # required=True
-        verdict = self.replay_guard.check(signer, nonce, timestamp, now)
-        if not verdict.accepted:
-            raise AvrsProtocolError(verdict.code, verdict.reason)
-
     # ------------------------------------------------------------------ cluster & signal
 
     def _cluster_request(
@@ -541,20 +453,9 @@ class AvrsConnection:
             cluster = self.directory.cluster(args.require(ClusterArg.ID))
             if cluster is None:
                 raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "no such cluster")
-            self._check_algorithm(cluster, algorithm)
+            check_algorithm(cluster, algorithm)
         if cluster is not None:
-            member = args.get(ClusterArg.MEMBER)
-            if op in _MEMBER_MUST_BE_PENDING and member not in cluster.pending:
-                raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such join request")
-            if op in _MEMBER_MUST_EXIST and member is not None and cluster.roles_of(member) is None:
-                raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such member")
-            content_id = args.get(ClusterArg.CONTENT_ID)
-            if (
-                op in _CONTENT_MUST_EXIST
-                and content_id is not None
-                and content_id not in cluster.contents
-            ):
-                raise AvrsProtocolError(AvrsError.CONTENT_NOT_FOUND, "no such content")
+            check_cluster_targets(op, args, cluster)
         if request_id in self._pending:
             raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "request id already pending")
         if len(self._pending) >= self.config.max_pending_requests:
@@ -574,30 +475,3 @@ class AvrsConnection:
             reply_args.append(Tsd(ReplyArg.CLOCK, int(now * 1000).to_bytes(8, "little")))
         self._answer(AvrsChannel.SIGNAL, op, request_id, reply_args)
         self._events.append(SignalReceived(op=op, args=args))
-
-
-class _PublishCheck:
-    """May this signer publish into this content? (the PUBLISH row of the permission table)"""
-
-    __slots__ = ("_algorithm", "_connection", "_signer")
-
-    def __init__(
-        self,
-        connection: AvrsConnection,
-        signer: bytes | None,
-        algorithm: SignatureAlgorithm | None,
-    ) -> None:
-        self._connection = connection
-        self._signer = signer
-        self._algorithm = algorithm
-
-    def __call__(self, cluster: ClusterInfo, content: ContentInfo) -> None:
-        self._connection._check_algorithm(cluster, self._algorithm)
-        if self._signer is None or not authorize(
-            PERMISSIONS[PUBLISH],
-            signer=self._signer,
-            member_roles=cluster.roles_of(self._signer),
-            cluster_owner=cluster.owner,
-            target=content.owner,
-        ):
-            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not publish this content")

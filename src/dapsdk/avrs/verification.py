@@ -1,0 +1,161 @@
+"""Verify first, interpret second: the signature, authorisation and freshness steps of a request.
+
+Each function either returns what the next step needs or raises :class:`AvrsProtocolError` with
+the code the peer gets. None of them changes any state except :func:`check_fresh`, which records
+the nonce in the replay guard once everything before it passed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .constants import (
+    GUUID_SIZE,
+    IDENTITY_SIZE,
+    NONCE_SIZE,
+    AvrsChannel,
+    ClusterArg,
+    ClusterOp,
+    CommonArg,
+    SessionArg,
+)
+from .directory import ClusterInfo, ClusterView, ContentInfo
+from .errors import AvrsError, AvrsProtocolError
+from .packets import Request
+from .permissions import (
+    PERMISSIONS,
+    PUBLISH,
+    Permission,
+    Scope,
+    SelfTarget,
+    SignatureRule,
+    authorize,
+)
+from .replay import ReplayGuard
+from .signing import SignatureAlgorithm, decode_sign_blob, verify_blob
+from .tsd import TsdList
+
+_MEMBER_MUST_BE_PENDING: Final = frozenset(
+    {ClusterOp.MEMBER_REQUEST_APPROVE, ClusterOp.MEMBER_REQUEST_DEL}
+)
+_MEMBER_MUST_EXIST: Final = frozenset({ClusterOp.MEMBER_REMOVE, ClusterOp.ROLE_ASSIGN})
+_CONTENT_MUST_EXIST: Final = frozenset(
+    {ClusterOp.CONTENT_UPDATE, ClusterOp.CONTENT_DEL, ClusterOp.ROUTE_FIND, ClusterOp.BALANCE_REQ}
+)
+
+
+def verify_request_signature(
+    request: Request, permission: Permission
+) -> tuple[bytes | None, SignatureAlgorithm | None]:
+    """Steps 2-3: (signer identity, algorithm), or (None, None) for an allowed unsigned request."""
+    if request.sign is None:
+        if permission.signature is SignatureRule.REQUIRED:
+            raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "request must be signed")
+        return None, None
+    blob = decode_sign_blob(request.sign.data)
+    if not verify_blob(blob, request.signed_message):
+        raise AvrsProtocolError(AvrsError.SIGN_INCORRECT, "signature does not verify")
+    return blob.identity, blob.algorithm
+
+
+def signature_ok(request: Request) -> bool:
+    """True if the request carries a SIGN that verifies (used for signed responses)."""
+    if request.sign is None:
+        return False
+    try:
+        return verify_blob(decode_sign_blob(request.sign.data), request.signed_message)
+    except AvrsProtocolError:
+        return False
+
+
+def check_algorithm(cluster: ClusterInfo, algorithm: SignatureAlgorithm | None) -> None:
+    """A cluster that requires ML-DSA-65 refuses Ed25519 signers (and the other way round)."""
+    if algorithm is not cluster.signature_algorithm:
+        name = "none" if algorithm is None else algorithm.name
+        raise AvrsProtocolError(
+            AvrsError.MEMBER_SECURITY_ISSUE,
+            f"cluster requires {cluster.signature_algorithm.name}, got {name}",
+        )
+
+
+def authorize_request(
+    directory: ClusterView,
+    channel: AvrsChannel,
+    permission: Permission,
+    args: TsdList,
+    signer: bytes | None,
+    algorithm: SignatureAlgorithm | None,
+) -> ClusterInfo | None:
+    """Step 5. Returns the cluster the request names (None for ANYONE and SESSION scopes)."""
+    if permission.scope is not Scope.MEMBER:
+        return None
+    id_arg = ClusterArg.ID if channel is AvrsChannel.CLUSTER else SessionArg.CLUSTER_ID
+    cluster_id = args.require(id_arg)
+    if len(cluster_id) != GUUID_SIZE:
+        raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "cluster id must be 16 bytes")
+    cluster = directory.cluster(cluster_id)
+    if cluster is None:
+        raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "no such cluster")
+    if signer is None:
+        raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "cluster requests must be signed")
+    check_algorithm(cluster, algorithm)
+    target: bytes | None = None
+    if permission.self_target is SelfTarget.MEMBER_ARG:
+        target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
+    elif permission.self_target is SelfTarget.CONTENT_OWNER:
+        content_id = args.fixed(ClusterArg.CONTENT_ID, GUUID_SIZE, required=False)
+        content = None if content_id is None else cluster.contents.get(content_id)
+        target = None if content is None else content.owner
+    if not authorize(
+        permission,
+        signer=signer,
+        member_roles=cluster.roles_of(signer),
+        cluster_owner=cluster.owner,
+        target=target,
+    ):
+        raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not send this request")
+    return cluster
+
+
+class PublishCheck:
+    """May this signer publish into this content? (the PUBLISH row of the permission table)"""
+
+    __slots__ = ("_algorithm", "_signer")
+
+    def __init__(self, signer: bytes | None, algorithm: SignatureAlgorithm | None) -> None:
+        self._signer = signer
+        self._algorithm = algorithm
+
+    def __call__(self, cluster: ClusterInfo, content: ContentInfo) -> None:
+        check_algorithm(cluster, self._algorithm)
+        if self._signer is None or not authorize(
+            PERMISSIONS[PUBLISH],
+            signer=self._signer,
+            member_roles=cluster.roles_of(self._signer),
+            cluster_owner=cluster.owner,
+            target=content.owner,
+        ):
+            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not publish this content")
+
+
+def check_fresh(guard: ReplayGuard, args: TsdList, signer: bytes, now: float) -> None:
+    """Step 6: a signed request needs TIMESTAMP and NONCE, within the skew and never seen."""
+    timestamp = args.uint(CommonArg.TIMESTAMP, 8)
+    nonce = args.fixed(CommonArg.NONCE, NONCE_SIZE)
+    if timestamp is None or nonce is None:  # unreachable: required=True raises first
+        raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "timestamp and nonce required")
+    verdict = guard.check(signer, nonce, timestamp, now)
+    if not verdict.accepted:
+        raise AvrsProtocolError(verdict.code, verdict.reason)
+
+
+def check_cluster_targets(op: int, args: TsdList, cluster: ClusterInfo) -> None:
+    """Directory checks of what a cluster request names: MEMBER_NOT_FOUND, CONTENT_NOT_FOUND."""
+    member = args.get(ClusterArg.MEMBER)
+    if op in _MEMBER_MUST_BE_PENDING and member not in cluster.pending:
+        raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such join request")
+    if op in _MEMBER_MUST_EXIST and member is not None and cluster.roles_of(member) is None:
+        raise AvrsProtocolError(AvrsError.MEMBER_NOT_FOUND, "no such member")
+    content_id = args.get(ClusterArg.CONTENT_ID)
+    if op in _CONTENT_MUST_EXIST and content_id is not None and content_id not in cluster.contents:
+        raise AvrsProtocolError(AvrsError.CONTENT_NOT_FOUND, "no such content")

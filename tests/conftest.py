@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 #: Transports the dap_stream behaviour tests run over (issue 4 extends this list).
-STREAM_TRANSPORTS = ["tcp"]
+STREAM_TRANSPORTS = ["tcp", "ws", "quic"]
 
 
 @pytest.fixture(params=STREAM_TRANSPORTS)

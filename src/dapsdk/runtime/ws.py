@@ -231,7 +231,7 @@ class _Handler:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         make_driver = self.make_driver
         if make_driver is None or self.closed:
             return web.Response(status=503, text="dap_stream endpoint is not accepting connections")
@@ -334,7 +334,7 @@ def mount_stream_endpoint(
     if endpoint.scheme not in ("ws", "wss"):
         raise ValueError(f"advertise URL {endpoint.url!r} is not ws:// or wss://")
     mount = WsMount(node, path, endpoint)
-    app.router.add_get(path, mount.handler)
+    app.router.add_get(path, mount.handler.handle)
     app.on_startup.append(mount._on_startup)
     app.on_shutdown.append(mount._on_shutdown)
     return mount
@@ -364,7 +364,7 @@ class WsTransport:
         handler = _Handler()
         handler.make_driver = make_driver
         app = web.Application(client_max_size=4096)
-        app.router.add_get(endpoint.path, handler)
+        app.router.add_get(endpoint.path, handler.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, endpoint.host, endpoint.port, ssl_context=ssl_context)

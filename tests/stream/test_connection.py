@@ -409,3 +409,20 @@ def test_any_message_sequence_arrives_intact_in_per_channel_order(
         sent = [d for c, d in messages if c == ch]
         got = [e.data for e in pair.events_of("server", DataReceived) if e.channel_id == ch]
         assert got == sent
+
+
+def test_keepalive_timer_during_graceful_close_keeps_pinging() -> None:
+    pair = make_pair()
+    pair.client.open_channel(0x10)
+    pair.transfer()
+    pair.auto_release = False
+    for _ in range(10):  # 400 KB of unfragmented messages: more than the 256 KiB window
+        pair.client.send(0x10, PacketType.DATA, b"d" * 40_000)
+    pair.client.close()
+    pair.transfer()
+    assert pair.client.state == ConnectionState.CLOSING
+    pair.client.handle_timer(1.0)  # ping due while closing: must not raise
+    assert pair.client.state == ConnectionState.CLOSING
+    pair.server.receive_data(b"".join(pair.client.data_to_send()), 1.0)
+    pongs = b"".join(pair.server.data_to_send())
+    assert pongs, "the server answers the ping"

@@ -226,8 +226,11 @@ class StreamConnection:
     # --------------------------------------------------------------------------------- commands
 
     def send_keepalive(self, now: float) -> None:
-        """Queue a KEEPALIVE ping carrying ``now`` (microseconds). (transmit)"""
-        self._require_established()
+        """Queue a KEEPALIVE ping carrying ``now`` (microseconds). (transmit)
+
+        Allowed while a graceful close drains (liveness still matters then)."""
+        if self.state != ConnectionState.CLOSING:
+            self._require_established()
         self._last_ping = now
         self._seal_control(_KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PING, int(now * 1e6)))
 

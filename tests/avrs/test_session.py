@@ -308,3 +308,14 @@ def test_owner_passes_owner_only_request() -> None:
     )
     assert conn.handle(AvrsChannel.CLUSTER, data, NOW) == []  # pending for the application
     assert any(isinstance(e, ClusterRequestReceived) for e in drain(conn))
+
+
+def test_registry_forgets_detached_sessions_after_the_window() -> None:
+    registry = SessionRegistry(resume_timeout=60)
+    conn, wire = make_conn(sessions=registry), Wire()
+    open_session(conn, wire, CLIENT)
+    conn.connection_lost(NOW)
+    registry.expire(NOW + 60)
+    assert len(registry) == 1
+    registry.expire(NOW + 60.5)
+    assert len(registry) == 0

@@ -102,6 +102,8 @@ class SessionRegistry:
         self.resume_timeout = resume_timeout
         self.max_contents = max_contents
         self._sessions: dict[bytes, AvrsSession] = {}
+        # Detached sessions only, so expiry costs O(detached), not O(all sessions).
+        self._detached: dict[bytes, AvrsSession] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -118,6 +120,7 @@ class SessionRegistry:
         if session is not None and session.algorithm is algorithm:
             session.attached_to = owner
             session.detached_at = None
+            self._detached.pop(session_id, None)
             return session, True
         session = AvrsSession(session_id, algorithm, self.max_contents, attached_to=owner)
         self._sessions[session_id] = session
@@ -125,22 +128,26 @@ class SessionRegistry:
 
     def detach(self, session: AvrsSession, owner: object, now: float) -> None:
         """The owner's connection is gone; keep the session for resume."""
-        if session.attached_to is owner:
+        if session.attached_to is owner and self._sessions.get(session.session_id) is session:
             session.attached_to = None
             session.detached_at = now
+            self._detached[session.session_id] = session
 
     def close(self, session: AvrsSession, owner: object) -> None:
         """Explicit CLOSE: forget the session (no resume)."""
         if session.attached_to is owner and self._sessions.get(session.session_id) is session:
             del self._sessions[session.session_id]
+            self._detached.pop(session.session_id, None)
         session.attached_to = None
 
     def expire(self, now: float) -> None:
         """Forget detached sessions older than ``resume_timeout``."""
         stale = [
             sid
-            for sid, s in self._sessions.items()
+            for sid, s in self._detached.items()
             if s.detached_at is not None and now - s.detached_at > self.resume_timeout
         ]
         for sid in stale:
-            del self._sessions[sid]
+            del self._detached[sid]
+            if self._sessions.get(sid) is not None and self._sessions[sid].attached_to is None:
+                del self._sessions[sid]

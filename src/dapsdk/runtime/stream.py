@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..stream.config import PeerIdentity, StreamConfig
 from ..stream.constants import ChannelId
@@ -24,6 +24,7 @@ from .driver import ConnectionDriver
 from .endpoint import Endpoint
 
 if TYPE_CHECKING:
+    from .http_service import HttpResponse
     from .node import StreamNode
     from .session import Session
 
@@ -164,6 +165,12 @@ class Stream:
             self.driver.core.close(code, reason)
             self.driver.pump()
         await self.wait_closed()
+
+    async def http_request(self, method: str, target: str, **kwargs: Any) -> HttpResponse:
+        """HTTP request to the peer over the SERVICE channel (see :mod:`.http_service`)."""
+        from .http_service import http_request
+
+        return await http_request(self, method, target, **kwargs)
 
     def abort(self, code: int = ErrorCode.CANCELLED, reason: str = "aborted") -> None:
         self.driver.abort(code, reason)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .common import BULK_CHUNK, CONTROL_RATE, CONTROL_SIZE, SMALL_SIZE, write_self_signed_cert
-from .worker import START_TIMEOUT, listen_url
+from .profile import start_py_spy, stop_py_spy, summarize_collapsed
+from .worker import START_TIMEOUT, configure_dap_tls, listen_url
 
 MB = 1_000_000
 
@@ -138,6 +139,7 @@ async def run_case(
     cert: Path,
     key: Path,
     profile_dir: Path | None = None,
+    profiler: str = "py-spy",
 ) -> CaseResult:
     warmup = warmup_for(duration)
     common = ["--loop", loop]
@@ -155,9 +157,11 @@ async def run_case(
         *common,
     ]
     send_args = ["--cafile", str(cert), *common]
-    if profile_dir is not None:
-        recv_args += ["--profile", str(profile_dir / f"{kind}-receiver.txt")]
-        send_args += ["--profile", str(profile_dir / f"{kind}-sender.txt")]
+    spying = profile_dir is not None and profiler == "py-spy"
+    if profile_dir is not None and profiler == "pyinstrument":
+        recv_args += ["--profile", str(profile_dir / f"{kind}-receiver.pyinstrument.txt")]
+        send_args += ["--profile", str(profile_dir / f"{kind}-sender.pyinstrument.txt")]
+    spies: list[asyncio.subprocess.Process] = []
     recv_log = workdir / f"{kind}-receiver.log"
     send_log = workdir / f"{kind}-sender.log"
     # The sender stops on its own at the latest this long after connecting.
@@ -181,6 +185,12 @@ async def run_case(
                 stderr=slog,
                 stdin=asyncio.subprocess.DEVNULL,
             )
+            if spying:
+                assert profile_dir is not None
+                for role, target in (("receiver", receiver), ("sender", sender)):
+                    spies.append(
+                        await start_py_spy(target.pid, profile_dir / f"{kind}-{role}.collapsed")
+                    )
             result = await _read_json(
                 receiver, "result", START_TIMEOUT + warmup + duration + 10, f"{kind} receiver"
             )
@@ -199,6 +209,8 @@ async def run_case(
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+        for spy in spies:
+            await stop_py_spy(spy)
     if result["bytes"] <= 0 or result["msgs"] <= 0:
         raise BenchError(f"{kind}: the receiver counted nothing in {duration} s")
     return CaseResult(
@@ -216,7 +228,7 @@ async def run_case(
 # ------------------------------------------------------------------------------- loop choice
 
 
-def choose_loop(requested: str, scheme: str) -> tuple[str, str | None]:
+def choose_loop(requested: str, scheme: str, cert: Path, key: Path) -> tuple[str, str | None]:
     """The loop every worker uses, and a note when ``auto`` could not use uvloop.
 
     ``auto`` means uvloop when installed, but only if dapsdk completes a handshake on it:
@@ -228,6 +240,7 @@ def choose_loop(requested: str, scheme: str) -> tuple[str, str | None]:
         import uvloop
     except ImportError:
         return "asyncio", "uvloop is not installed"
+    configure_dap_tls(scheme, cert=str(cert), key=str(key), cafile=str(cert))
     error = _probe_dapsdk(uvloop.new_event_loop, scheme)
     if error is None:
         return "uvloop", None
@@ -355,6 +368,17 @@ def summarize(
 
 # ---------------------------------------------------------------------------------- driver
 
+
+def write_profile_report(profile_dir: Path, top: int = 20) -> Path:
+    """``summary.txt``: the top functions (self and inclusive %) of every collapsed profile."""
+    parts = []
+    for path in sorted(profile_dir.glob("*.collapsed")):
+        parts.append(summarize_collapsed(path).render(path.stem, top))
+    report = profile_dir / "summary.txt"
+    report.write_text("\n\n".join(parts) + "\n")
+    return report
+
+
 Progress = Callable[[int, int, str], None]
 
 
@@ -364,20 +388,21 @@ async def run_transport_bench(
     scheme: str = "tcp",
     loop: str = "auto",
     profile_dir: Path | None = None,
+    profiler: str = "py-spy",
     progress: Progress | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run every case and return the summary (the ``--json`` object)."""
     started = time.monotonic()
-    loop_name, note = await asyncio.to_thread(choose_loop, loop, scheme)
-    if note and on_note is not None:
-        on_note(note)
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, CaseResult] = {}
     with tempfile.TemporaryDirectory(prefix="dapsdk-bench-") as tmp:
         workdir = Path(tmp)
         cert, key = write_self_signed_cert(workdir)
+        loop_name, note = await asyncio.to_thread(choose_loop, loop, scheme, cert, key)
+        if note and on_note is not None:
+            on_note(note)
         for index, (kind, label) in enumerate(CASES):
             if progress is not None:
                 progress(index, len(CASES), label)
@@ -390,9 +415,12 @@ async def run_transport_bench(
                 cert=cert,
                 key=key,
                 profile_dir=profile_dir,
+                profiler=profiler,
             )
         if progress is not None:
             progress(len(CASES), len(CASES), "done")
+    if profile_dir is not None and profiler == "py-spy":
+        write_profile_report(profile_dir)
     return summarize(
         results,
         duration=duration,

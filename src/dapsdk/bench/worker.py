@@ -87,6 +87,33 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def tls_server_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def tls_client_context(cafile: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
+def configure_dap_tls(
+    scheme: str, *, cert: str | None = None, key: str | None = None, cafile: str | None = None
+) -> None:
+    """``wss://`` needs process-wide TLS contexts: the bench's self-signed certificate."""
+    if scheme != "wss":
+        return
+    from ..runtime import ws
+
+    if cert is not None and key is not None:
+        ws.set_tls(server=tls_server_context(cert, key))
+    if cafile is not None:
+        ws.set_tls(client=tls_client_context(cafile))
+
+
 def listen_url(scheme: str) -> str:
     if scheme in ("ws", "wss"):
         return f"{scheme}://127.0.0.1:0/dapstream"
@@ -214,13 +241,11 @@ async def receiver(args: argparse.Namespace) -> None:
     if kind == "tcp-bulk":
         url, close = await serve_tcp(meter, None)
     elif kind == "tls-bulk":
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_cert_chain(args.cert, args.key)
-        url, close = await serve_tcp(meter, ctx)
+        url, close = await serve_tcp(meter, tls_server_context(args.cert, args.key))
     elif kind in ("ws-bulk", "ws-small"):
         url, close = await serve_ws(meter)
     else:
+        configure_dap_tls(args.scheme, cert=args.cert, key=args.key)
         url, close = await serve_dap(meter, args.scheme, control=kind == "dap-control")
     emit({"ready": url})
     profiling = Profiling(args.profile)
@@ -390,12 +415,11 @@ async def sender(args: argparse.Namespace) -> None:
         if kind == "tcp-bulk":
             info = await send_tcp(args.url, args.seconds, None)
         elif kind == "tls-bulk":
-            ctx = ssl.create_default_context(cafile=args.cafile)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-            info = await send_tcp(args.url, args.seconds, ctx)
+            info = await send_tcp(args.url, args.seconds, tls_client_context(args.cafile))
         elif kind in ("ws-bulk", "ws-small"):
             info = await send_ws(args.url, args.seconds, kind)
         else:
+            configure_dap_tls(args.url.partition(":")[0], cafile=args.cafile)
             info = await send_dap(args.url, args.seconds, kind)
     finally:
         profiling.stop()

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..bench.common import LOOPS
+from ..bench.profile import PROFILERS, find_py_spy
 from ..bench.transport import CASES, DEFAULT_DURATION, TARGETS, BenchError, run_transport_bench
 
 
@@ -63,15 +64,29 @@ def _check_transport(ctx: click.Context, param: click.Parameter, value: str) -> 
     "profile_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write a pyinstrument profile of each worker here (slows the run; numbers are then "
-    "not representative).",
+    help="Profile every worker process and write the profiles plus summary.txt here.",
+)
+@click.option(
+    "--profiler",
+    type=click.Choice(PROFILERS),
+    default="py-spy",
+    show_default=True,
+    help="py-spy samples from outside (little overhead); pyinstrument runs inside the worker "
+    "and slows it down.",
 )
 def transport(
-    scheme: str, duration: float, as_json: bool, loop: str, profile_dir: Path | None
+    scheme: str,
+    duration: float,
+    as_json: bool,
+    loop: str,
+    profile_dir: Path | None,
+    profiler: str,
 ) -> None:
     """dapsdk against plain TCP, TLS 1.3 and websockets: bulk MB/s, 100-byte messages per
     second, and the p99 latency of control packets while a bulk channel saturates the link."""
     err = Console(stderr=True)
+    if profile_dir is not None and profiler == "py-spy" and find_py_spy() is None:
+        raise click.UsageError("--profiler py-spy needs py-spy (pip install py-spy)")
     with Progress(
         TextColumn("[bold]bench transport"),
         BarColumn(),
@@ -96,6 +111,7 @@ def transport(
                     scheme=scheme,
                     loop=loop,
                     profile_dir=profile_dir,
+                    profiler=profiler,
                     progress=progress,
                     on_note=note,
                 )

@@ -6,16 +6,21 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dapsdk.avrs.args import ARG_SPECS
 from dapsdk.avrs.constants import AvrsChannel, ContentFlag, SessionArg, SessionOp
 from dapsdk.avrs.errors import AvrsError
-from dapsdk.avrs.events import PacketDropped
+from dapsdk.avrs.events import PacketDropped, RequestRefused
 from dapsdk.avrs.packets import decode_reply
+from dapsdk.avrs.permissions import PERMISSIONS
 from dapsdk.avrs.state import SessionInput, SessionState, decide
 from dapsdk.avrs.tsd import Tsd
 
 from .kit import (
+    ALIEN,
     CLIENT,
     CLUSTER_ID,
+    CONTENT_ID,
+    HOST,
     NOW,
     SERVER,
     Wire,
@@ -47,7 +52,9 @@ def test_random_bytes_never_escape(inputs: list[tuple[int, bytes]]) -> None:
         else:
             assert out == []
     events = drain(conn)
+    # A bug surfaces as a PacketDropped "internal ..." or a refusal with the generic ERROR code.
     assert not any(isinstance(e, PacketDropped) and "internal" in e.reason for e in events)
+    assert not any(isinstance(e, RequestRefused) and e.code == AvrsError.ERROR for e in events)
 
 
 @settings(max_examples=200)
@@ -154,3 +161,45 @@ def test_session_requests_follow_the_state_table(steps: list[tuple[int, SessionI
             assert conn.state in (SessionState.AUTHENTICATED, expected)
         else:
             assert conn.state is expected
+
+
+KNOWN_REQUESTS = sorted((channel, op) for channel, op in PERMISSIONS if channel in REQUEST_CHANNELS)
+SIGNERS = [None, CLIENT, SERVER, HOST, ALIEN]
+
+
+@st.composite
+def structured_request(draw: st.DrawFn) -> tuple[AvrsChannel, bytes]:
+    """A well-formed (often signed) request with plausible arguments, to reach deep code."""
+    channel, op = draw(st.sampled_from(KNOWN_REQUESTS))
+    specs = ARG_SPECS[channel]
+    arg_types = [t for t in specs if t not in (0xFFF0, 0xFFF1)]
+    args = []
+    for arg_type in draw(st.lists(st.sampled_from(arg_types), max_size=6)):
+        spec = specs[arg_type]
+        pick = draw(st.sampled_from(["known", "random"]))
+        if pick == "known" and spec.size in (16, 32):
+            value = draw(st.sampled_from([CLUSTER_ID, CONTENT_ID, CLIENT.identity, b"\x00" * 16]))
+        elif spec.kind.value == "fixed":
+            value = draw(st.binary(min_size=spec.size, max_size=spec.size))
+        else:
+            value = draw(st.binary(max_size=8))
+        args.append(Tsd(arg_type, value))
+    signer = draw(st.sampled_from(SIGNERS))
+    return channel, Wire().request(
+        channel, op, args, signer=signer, nonce=draw(st.binary(min_size=16, max_size=16))
+    )
+
+
+@settings(max_examples=400)
+@given(st.lists(structured_request(), min_size=1, max_size=6))
+def test_structured_requests_never_hit_internal_errors(
+    requests: list[tuple[AvrsChannel, bytes]],
+) -> None:
+    conn, wire = make_conn(), Wire()
+    open_session(conn, wire, CLIENT)
+    for channel, data in requests:
+        out = conn.handle(channel, data, NOW)
+        assert len([1 for ch, _ in out if ch == AvrsChannel.RETCODE]) <= 1
+    events = drain(conn)
+    assert not any(isinstance(e, PacketDropped) for e in events)
+    assert not any(isinstance(e, RequestRefused) and e.code == AvrsError.ERROR for e in events)

@@ -38,6 +38,7 @@ from dapsdk.stream.errors import ErrorCode, ProtocolError
 from dapsdk.stream.identity import NodeIdentity
 
 from ..conftest import listen_url
+from ..servers import stream_server
 
 TIMEOUT = 20
 
@@ -278,6 +279,22 @@ async def test_one_node_listens_on_every_transport_at_once() -> None:
         finally:
             for client in clients:
                 await client.close()
+
+
+async def test_server_process_serves_every_transport_from_one_node() -> None:
+    """``avrs stream-server`` (another process) listening on tcp, ws and quic URLs at once."""
+    with stream_server(*(listen_url(s) for s in ("tcp", "ws", "quic"))) as urls:
+        assert [u.split(":")[0] for u in urls] == ["tcp", "ws", "quic"]
+        async with StreamNode() as client:
+            peers = set()
+            for url in urls:
+                stream = await client.connect(url)
+                peers.add(stream.peer.address)
+                channel = stream.channel_new(0x10)
+                await channel.write(PacketType.DATA, url.encode())
+                reply = await asyncio.wait_for(channel.receive(), TIMEOUT)
+                assert reply == (PacketType.DATA, url.encode())
+            assert len(peers) == 1  # one node behind all three
 
 
 # -- WebSocket specifics ------------------------------------------------------------------------

@@ -101,23 +101,62 @@ class Channel:
         """Seal this channel's payloads with ``key`` on top of the link encryption (None: stop).
 
         Both ends must set the same key; a relay that forwards the sealed payloads cannot read them.
+        Compression is switched off for the channel (sealed bytes do not compress).
         """
         self.key = key
+        if key is not None and self.is_active:
+            self.stream.driver.core.set_compression(self.id, None)
+
+    def set_priority(self, urgency: int) -> None:
+        """RFC 9218 urgency 0 (first) .. 7 (last); may change while the channel runs."""
+        self.stream.driver.core.set_priority(self.id, urgency)
+        self.stream.driver.transmit_soon()
+
+    def set_realtime(self, budget: float | None) -> None:
+        """Latency budget in seconds for this channel's messages (None: never dropped)."""
+        self.stream.driver.core.set_realtime(self.id, budget)
+
+    def set_rate_limit(self, bytes_per_second: int | None) -> None:
+        """Shape this channel's sending to ``bytes_per_second`` (None: unlimited)."""
+        self.stream.driver.core.set_rate_limit(self.id, bytes_per_second)
+
+    def set_compression(self, algorithm: str | None) -> None:
+        """Adaptive ``"zstd"`` / ``"lz4"`` compression of this channel's DATA (None: off).
+
+        Refused while the channel has an end-to-end key (ciphertext does not compress).
+        """
+        if algorithm not in (None, "none") and self.key is not None:
+            raise ValueError("compression is not used on a channel with an end-to-end key")
+        self.stream.driver.core.set_compression(self.id, algorithm)
+
+    def stats(self) -> dict[str, int]:
+        """Per-channel counters: queued bytes, credit, late drops, compressed packets, priority."""
+        return self.stream.driver.core.channel_stats(self.id)
 
     # -- writing -------------------------------------------------------------------------------
 
-    def write_nowait(self, packet_type: int, data: bytes | bytearray | memoryview) -> int:
+    def write_nowait(
+        self,
+        packet_type: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        deadline: float | None = None,
+    ) -> int:
         """Queue a message without waiting; return bytes queued on the channel afterwards.
 
-        Raises StreamClosedError when the channel or stream is closed, ValueError for a bad type
-        or an oversized CONTROL message.
+        ``deadline`` (loop time) overrides a realtime channel's default latency budget: the
+        message is dropped, not sent, if it is still queued then. Raises StreamClosedError when
+        the channel or stream is closed, ValueError for a bad type or an oversized CONTROL message.
         """
         if not self.is_active:
             raise StreamClosedError(f"channel {self.id} is closed", self.close_code or 0)
         payload = bytes(data) if isinstance(data, bytearray) else data
         if self.key is not None:
             payload = self.key.seal(self.id, int(packet_type), payload)
-        queued = self.stream.driver.core.send(self.id, int(packet_type), payload)
+        driver = self.stream.driver
+        queued = driver.core.send(
+            self.id, int(packet_type), payload, now=driver.loop.time(), deadline=deadline
+        )
         if queued >= self.stream.config.send_high_water:
             self._writable.clear()
         self.stream.driver.transmit_soon()
@@ -128,11 +167,17 @@ class Channel:
                 log.exception("packet_out callback of channel %d failed", self.id)
         return queued
 
-    async def write(self, packet_type: int, data: bytes | bytearray | memoryview) -> None:
+    async def write(
+        self,
+        packet_type: int,
+        data: bytes | bytearray | memoryview,
+        *,
+        deadline: float | None = None,
+    ) -> None:
         """Queue a message; suspend while the channel holds more than the high-water mark."""
         while not self._writable.is_set():
             await self._wait_or_closed(self._writable)
-        self.write_nowait(packet_type, data)
+        self.write_nowait(packet_type, data, deadline=deadline)
 
     async def drain(self) -> None:
         """Wait until the channel is below its high-water mark again."""

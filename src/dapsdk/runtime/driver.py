@@ -110,7 +110,7 @@ class ConnectionDriver:
         sink = self.sink
         if sink is None or self._closed:
             return
-        chunks = self.core.data_to_send(0 if self._paused else TRANSMIT_BATCH)
+        chunks = self.core.data_to_send(0 if self._paused else TRANSMIT_BATCH, self.loop.time())
         if chunks:
             sink.write_chunks(chunks)
         if not self._paused and self.core.has_pending_data():

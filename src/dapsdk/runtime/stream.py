@@ -90,14 +90,23 @@ class Stream:
 
     # -- channels ------------------------------------------------------------------------------
 
-    def channel_new(self, channel_id: int | ChannelId, *, priority: int = 3) -> Channel:
-        """Open a channel (``dap_stream_ch_new``); returns the existing one if already open."""
+    def channel_new(
+        self,
+        channel_id: int | ChannelId,
+        *,
+        priority: int | None = None,
+        realtime: bool | None = None,
+    ) -> Channel:
+        """Open a channel (``dap_stream_ch_new``); returns the existing one if already open.
+
+        ``priority``: urgency 0..7 (default 0 for CONTROL, 3 otherwise); ``realtime``: messages
+        carry a deadline and are dropped when late (default for MEDIA)."""
         self._require_active()
         channel_id = int(channel_id)
         existing = self.channels.get(channel_id)
         if existing is not None and existing.is_active:
             return existing
-        self.driver.core.open_channel(channel_id, priority)
+        self.driver.core.open_channel(channel_id, priority, realtime=realtime)
         channel = Channel(self, channel_id, opened_by_peer=False)
         self.channels[channel_id] = channel
         self.driver.transmit_soon()

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .compression import AdaptiveCompressor
+    from .ratelimit import TokenBucket
 
 
 class ChannelState(enum.Enum):
@@ -14,13 +19,16 @@ class ChannelState(enum.Enum):
 class PendingMessage:
     """A message queued for sending; ``offset`` advances as packets are sealed from it."""
 
-    __slots__ = ("data", "fragmented", "offset", "ptype")
+    __slots__ = ("data", "deadline", "fragmented", "offset", "ptype")
 
-    def __init__(self, ptype: int, data: memoryview, fragmented: bool) -> None:
+    def __init__(
+        self, ptype: int, data: memoryview, fragmented: bool, deadline: float | None = None
+    ) -> None:
         self.ptype = ptype
         self.data = data
         self.offset = 0
         self.fragmented = fragmented
+        self.deadline = deadline  # realtime: dropped before sending once now > deadline
 
 
 class ChannelCore:
@@ -28,13 +36,17 @@ class ChannelCore:
 
     __slots__ = (
         "blocked",
+        "bucket",
         "close_after_flush",
+        "compressor",
         "consumed",
+        "dropped_late",
         "id",
         "last_seq",
         "priority",
         "queue",
         "queued_bytes",
+        "realtime_budget",
         "reassembly",
         "reassembly_total",
         "recv_max",
@@ -44,6 +56,7 @@ class ChannelCore:
         "send_max",
         "send_offset",
         "state",
+        "window_sent_at",
     )
 
     def __init__(self, channel_id: int, send_window: int, recv_window: int) -> None:
@@ -64,3 +77,8 @@ class ChannelCore:
         self.last_seq = 0
         self.priority = 3  # RFC 9218 urgency: 0 is the most urgent
         self.scheduled = False  # in the connection's round-robin of channels with data to send
+        self.realtime_budget: float | None = None  # latency budget of realtime messages
+        self.dropped_late = 0  # realtime messages dropped because they were late
+        self.compressor: AdaptiveCompressor | None = None
+        self.bucket: TokenBucket | None = None  # send shaping
+        self.window_sent_at = -1.0  # when we last granted credit (window auto-tuning)

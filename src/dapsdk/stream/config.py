@@ -6,7 +6,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .constants import PROTOCOL_VERSIONS, STREAM_KEEPALIVE_TIMEOUT, SUPPORTED_FEATURES, Feature
+from .constants import (
+    PROTOCOL_VERSIONS,
+    STREAM_KEEPALIVE_TIMEOUT,
+    SUPPORTED_FEATURES,
+    ChannelId,
+    Feature,
+)
 from .identity import NodeAddress
 
 
@@ -55,6 +61,25 @@ class StreamConfig:
     """Queued bytes below which a blocked channel is writable again (``ready_to_write``)."""
     rekey_after_packets: int = 1 << 23
     """Packets sealed with one key before a one-way rekey (far below AES-GCM's limits)."""
+    realtime_channels: frozenset[int] = frozenset({int(ChannelId.MEDIA)})
+    """Channels whose messages carry a deadline and are dropped before sending once late."""
+    realtime_deadline: float = 0.5
+    """Latency budget (s) of a message on a realtime channel, unless the writer gives one."""
+    default_priority: int = 3
+    """RFC 9218 urgency (0 most urgent .. 7) of a new channel; the CONTROL channel (0x00) gets 0."""
+    channel_rate_limit: int | None = None
+    """Bytes/s each channel may send (token bucket, burst = 1 s or 2 packets); None = unlimited."""
+    peer_rate_limit: int | None = None
+    """Bytes/s all channels to one peer may send together; None = unlimited."""
+    open_close_rate: tuple[float, float] = (200.0, 512.0)
+    """Channel OPEN/CLOSE packets per second a peer may send (rate, burst); beyond: ERROR."""
+    ping_rate: tuple[float, float] = (20.0, 50.0)
+    """KEEPALIVE pings per second a peer may send (rate, burst); beyond: ERROR."""
+    control_rate: tuple[float, float] = (20000.0, 40000.0)
+    """Other cheap control packets per second (application CONTROL, PRIORITY, DISCARD,
+    WINDOW that grants nothing); beyond: ERROR ENHANCE_YOUR_CALM."""
+    window_autotune: bool = True
+    """Double a window when it is used up in less than two RTTs, up to the maxima."""
     max_error_reason: int = 1024
     """Longest reason text carried in an ERROR or CLOSE packet."""
     versions: tuple[int, ...] = PROTOCOL_VERSIONS
@@ -118,6 +143,21 @@ class StreamConfig:
                 "between 1 and 2**32",
             ),
             ("versions", len(self.versions) > 0, "at least one version"),
+            ("realtime_deadline", self.realtime_deadline > 0, "> 0"),
+            ("default_priority", 0 <= self.default_priority <= 7, "between 0 and 7"),
+            (
+                "channel_rate_limit",
+                self.channel_rate_limit is None or self.channel_rate_limit >= 1024,
+                "None or >= 1024",
+            ),
+            (
+                "peer_rate_limit",
+                self.peer_rate_limit is None or self.peer_rate_limit >= 1024,
+                "None or >= 1024",
+            ),
+            ("open_close_rate", min(self.open_close_rate) > 0, "two positive numbers"),
+            ("ping_rate", min(self.ping_rate) > 0, "two positive numbers"),
+            ("control_rate", min(self.control_rate) > 0, "two positive numbers"),
         ]
         for name, ok, allowed in checks:
             if not ok:

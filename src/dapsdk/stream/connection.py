@@ -15,6 +15,7 @@ import logging
 import struct
 from collections import deque
 
+from . import compression
 from .channel import ChannelCore, ChannelState, PendingMessage
 from .config import StreamConfig
 from .constants import (
@@ -38,6 +39,7 @@ from .errors import (
     FlowControlError,
     FrameTooLarge,
     ProtocolError,
+    RateLimited,
     StreamClosedError,
     code_name,
 )
@@ -53,6 +55,7 @@ from .events import (
 )
 from .handshake import MAX_HANDSHAKE_BODY, Handshake, HandshakeResult
 from .identity import NodeAddress, NodeIdentity
+from .ratelimit import CheapPacketPolicer, TokenBucket
 
 log = logging.getLogger("dapsdk.stream")
 
@@ -89,6 +92,7 @@ class StreamStats:
     __slots__ = (
         "bytes_received",
         "bytes_sent",
+        "dropped_late",
         "dropped_packets",
         "packets_received",
         "packets_sent",
@@ -103,6 +107,7 @@ class StreamStats:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.dropped_packets = 0
+        self.dropped_late = 0  # realtime messages dropped before sending because they were late
         self.rtt_sum = 0.0
         self.rtt_count = 0
         self.rtt_last = 0.0
@@ -151,7 +156,26 @@ class StreamConnection:
         self._conn_recv_max = config.initial_connection_window
         self._conn_consumed = 0
         self._reserved = 0  # reassembly memory promised to partial or undelivered messages
-        self._rr: deque[int] = deque()  # channels with queued data, round-robin order
+        # Channels with queued DATA, one round-robin per RFC 9218 urgency (0 goes first).
+        self._levels: list[deque[int]] = [deque() for _ in range(8)]
+        self._shaped: dict[int, float] = {}  # channel -> when its rate limit lets it send again
+        self._peer_bucket = (
+            TokenBucket(config.peer_rate_limit, max(config.peer_rate_limit, 2 * 65536), now)
+            if config.peer_rate_limit
+            else None
+        )
+        self._policer = CheapPacketPolicer(
+            {
+                "open_close": config.open_close_rate,
+                "ping": config.ping_rate,
+                "control": config.control_rate,
+            },
+            now,
+        )
+        self._now = now
+        self._srtt = 0.0
+        self._conn_window = config.initial_connection_window
+        self._conn_window_sent_at = -1.0
         self._handshake_deadline = now + config.handshake_timeout
         self._last_recv = now
         self._last_ping = now
@@ -166,14 +190,17 @@ class StreamConnection:
     def next_event(self) -> StreamEvent | None:
         return self._events.popleft() if self._events else None
 
-    def data_to_send(self, limit: int = 1 << 20) -> list[bytes]:
-        """Sealed bytes to write, control first, then DATA from channels with credit (round-robin).
+    def data_to_send(self, limit: int = 1 << 20, now: float | None = None) -> list[bytes]:
+        """Sealed bytes to write: control first, then DATA by urgency, round-robin within one.
 
         ``limit`` bounds how many DATA bytes are sealed now; the rest waits for the next call, so
-        control packets queued later still overtake bulk data. The caller writes the chunks in order.
+        control packets queued later still overtake bulk data. ``now`` (default: the last time the
+        core saw) drops late realtime messages and applies rate limits. Write the chunks in order.
         """
+        if now is not None:
+            self._now = now
         if self.state == ConnectionState.ESTABLISHED or self.state == ConnectionState.CLOSING:
-            self._schedule_data(limit)
+            self._schedule_data(limit, self._now)
         out = self._out
         self._out = []
         self._out_bytes = 0
@@ -181,7 +208,7 @@ class StreamConnection:
 
     def has_pending_data(self) -> bool:
         """True when DATA is queued and credit allows sending some of it."""
-        return bool(self._rr) and self._conn_send_max > self._conn_send_offset
+        return self._conn_send_max > self._conn_send_offset and any(self._levels)
 
     def get_timer(self) -> float | None:
         """Earliest deadline: handshake, keepalive ping, peer silence, or a stuck socket."""
@@ -195,12 +222,15 @@ class StreamConnection:
         )
         if self._write_blocked_since is not None:
             deadline = min(deadline, self._write_blocked_since + self.config.keepalive_timeout)
+        if self._shaped:
+            deadline = min(deadline, min(self._shaped.values()))
         return deadline
 
     def handle_timer(self, now: float) -> None:
         """Fire whatever deadlines have passed; safe to call early or twice. (transmit)"""
         if self.state == ConnectionState.TERMINATED:
             return
+        self._now = max(self._now, now)
         if self.state == ConnectionState.HANDSHAKE:
             if now >= self._handshake_deadline:
                 self._fail(ProtocolError("handshake not completed in time", code=ErrorCode.TIMEOUT))
@@ -222,6 +252,12 @@ class StreamConnection:
             return
         if now >= self._last_ping + self.config.keepalive_interval:
             self.send_keepalive(now)
+        for ch_id, wake in list(self._shaped.items()):
+            if wake <= now:
+                del self._shaped[ch_id]
+                channel = self.channels.get(ch_id)
+                if channel is not None:
+                    self._schedule(channel)
 
     # --------------------------------------------------------------------------------- commands
 
@@ -242,8 +278,14 @@ class StreamConnection:
         else:
             self._write_blocked_since = None
 
-    def open_channel(self, channel_id: int, priority: int = 3) -> None:
-        """Open a channel (idempotent if the peer opened it already). (transmit)"""
+    def open_channel(
+        self, channel_id: int, priority: int | None = None, *, realtime: bool | None = None
+    ) -> None:
+        """Open a channel (idempotent if the peer opened it already). (transmit)
+
+        ``priority``: RFC 9218 urgency 0..7 (default: 0 for the CONTROL channel, else the config's
+        default). ``realtime``: messages carry a deadline (default: id in ``realtime_channels``).
+        """
         self._require_established()
         if not 0 <= channel_id <= MAX_CHANNEL_ID:
             raise ValueError(f"channel id {channel_id} is outside 0..0xFFFF")
@@ -255,15 +297,96 @@ class StreamConnection:
         if len(self.channels) >= self._peer_max_channels():
             raise ValueError(f"channel limit {self._peer_max_channels()} reached")
         channel = self._new_channel(channel_id)
-        channel.priority = priority
-        self._seal_control(_CONTROL, channel_id, bytes((ControlOp.OPEN, priority & 7)))
+        if priority is not None:
+            if not 0 <= priority <= 7:
+                raise ValueError(f"priority {priority} is outside 0..7")
+            channel.priority = priority
+        if realtime is not None:
+            channel.realtime_budget = self.config.realtime_deadline if realtime else None
+        self._seal_control(_CONTROL, channel_id, bytes((ControlOp.OPEN, channel.priority)))
 
-    def send(self, channel_id: int, packet_type: int, data: bytes | memoryview) -> int:
+    def set_priority(self, channel_id: int, priority: int) -> None:
+        """Change a running channel's urgency (0..7); tells the peer. (transmit)"""
+        self._require_established()
+        if not 0 <= priority <= 7:
+            raise ValueError(f"priority {priority} is outside 0..7")
+        channel = self._open_channel_for_send(channel_id)
+        self._apply_priority(channel, priority)
+        self._seal_control(_CONTROL, channel_id, bytes((ControlOp.PRIORITY, priority)))
+
+    def set_realtime(self, channel_id: int, budget: float | None) -> None:
+        """Give a channel's messages a latency budget in seconds (None: reliable, never dropped)."""
+        channel = self._open_channel_for_send(channel_id)
+        if budget is not None and budget <= 0:
+            raise ValueError("realtime budget must be > 0 seconds")
+        channel.realtime_budget = budget
+
+    def set_rate_limit(self, channel_id: int, bytes_per_second: int | None) -> None:
+        """Shape one channel's DATA to ``bytes_per_second`` (None: unlimited)."""
+        channel = self._open_channel_for_send(channel_id)
+        channel.bucket = self._make_bucket(bytes_per_second)
+
+    def set_compression(self, channel_id: int, algorithm: str | int | None) -> None:
+        """Compress this channel's DATA with ``"zstd"`` or ``"lz4"`` (None/"none": off).
+
+        Refused on the SECURITY channel and unless the peer offered the algorithm.
+        """
+        channel = self._open_channel_for_send(channel_id)
+        if algorithm is None:
+            algo = compression.NONE
+        elif isinstance(algorithm, str):
+            algo = compression.algorithm_from_name(algorithm)
+        else:
+            algo = int(algorithm)
+        if algo == compression.NONE:
+            channel.compressor = None
+            return
+        if channel_id == 0x03:
+            raise ValueError(
+                "compression is never used on the SECURITY channel (it carries secrets)"
+            )
+        feature = compression.FEATURE_OF.get(algo)
+        if feature is None:
+            raise ValueError(f"unknown compression algorithm {algorithm!r}")
+        assert self.result is not None
+        if not self.result.features & feature:
+            raise ValueError(f"the peer did not negotiate {feature.name}")
+        channel.compressor = compression.AdaptiveCompressor(algo)
+
+    def channel_stats(self, channel_id: int) -> dict[str, int]:
+        """Counters of one channel (queued bytes, credit, drops, compression)."""
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return {}
+        return {
+            "queued_bytes": channel.queued_bytes,
+            "send_offset": channel.send_offset,
+            "send_credit": channel.send_max - channel.send_offset,
+            "recv_offset": channel.recv_offset,
+            "recv_window": channel.recv_window,
+            "dropped_late": channel.dropped_late,
+            "compressed_packets": channel.compressor.compressed if channel.compressor else 0,
+            "priority": channel.priority,
+        }
+
+    def send(
+        self,
+        channel_id: int,
+        packet_type: int,
+        data: bytes | memoryview,
+        *,
+        now: float | None = None,
+        deadline: float | None = None,
+    ) -> int:
         """Queue a message; return the bytes now queued on the channel. (transmit)
 
         DATA is flow-controlled and fragmented when larger than one packet; CONTROL messages are
-        small (one packet), not flow-controlled, and jump the queue.
+        small (one packet), not flow-controlled, and jump the queue. On a realtime channel the
+        message gets ``deadline`` (default ``now`` + the channel's budget) and is dropped, not
+        sent, if it is still queued after it.
         """
+        if now is not None:
+            self._now = now
         self._require_established()
         channel = self._open_channel_for_send(channel_id)
         if packet_type == _CONTROL:
@@ -286,7 +409,9 @@ class StreamConnection:
                 "peer does not support fragmentation; message is larger than one packet"
             )
         view = data if isinstance(data, memoryview) else memoryview(data)
-        channel.queue.append(PendingMessage(_DATA, view, fragmented))
+        if deadline is None and channel.realtime_budget is not None:
+            deadline = self._now + channel.realtime_budget
+        channel.queue.append(PendingMessage(_DATA, view, fragmented, deadline))
         channel.queued_bytes += size
         if channel.queued_bytes >= self.config.send_high_water:
             channel.blocked = True
@@ -324,7 +449,9 @@ class StreamConnection:
             for channel in self.channels.values():
                 channel.queue.clear()
                 channel.queued_bytes = 0
-            self._rr.clear()
+                channel.scheduled = False
+            for level in self._levels:
+                level.clear()
         self._close_requested = (code, reason)
         self.state = ConnectionState.CLOSING  # CLOSE(stream) goes out once queued DATA is sent
 
@@ -361,6 +488,7 @@ class StreamConnection:
         buf = self._rbuf
         buf += data
         self._last_recv = now
+        self._now = now
         pos = 0
         end_all = len(buf)
         view = memoryview(buf)
@@ -447,7 +575,12 @@ class StreamConnection:
                 f"unknown flag bits 0x{flags & ~KNOWN_FLAGS:02x}", code=ErrorCode.UNKNOWN_FLAGS
             )
         if not flags & _ENC:
-            if ptype == _ERROR_T and flags == 0 and self._recv is not None and self._recv.counter == 0:
+            if (
+                ptype == _ERROR_T
+                and flags == 0
+                and self._recv is not None
+                and self._recv.counter == 0
+            ):
                 # The responder refused our FINISH before it had traffic keys: its ERROR is in
                 # plaintext. Accepted only before the first sealed packet (docs/protocol.md §5).
                 self._handle_error_body(bytes(view[pos + HEADER_SIZE : end]))
@@ -478,11 +611,6 @@ class StreamConnection:
                 code=ErrorCode.UNKNOWN_CHANNEL,
                 channel_id=ch_id,
             )
-        if flags & _COMP:
-            raise ProtocolError(
-                "COMPRESSED data but no compression was negotiated",
-                code=ErrorCode.COMPRESSION_ERROR,
-            )
         fragmented = bool(flags & _FRAG)
         payload: bytes | memoryview
         total: int | None
@@ -492,6 +620,13 @@ class StreamConnection:
             raise ProtocolError(f"unfragmented DATA on channel {ch_id} inside a fragmented message")
         else:
             payload, total = body, None
+        if flags & _COMP:
+            assert self.result is not None
+            payload = compression.decompress(
+                payload, self.config.max_packet_payload, self.result.features
+            )
+            if not fragmented:
+                body = payload
         n = len(payload)
         channel.recv_offset += n
         self._conn_recv_offset += n
@@ -574,6 +709,10 @@ class StreamConnection:
         if not body:
             raise ProtocolError("empty CONTROL packet")
         op = body[0]
+        if op == ControlOp.OPEN:
+            self._police("open_close")
+        elif op != ControlOp.WINDOW and op != ControlOp.REKEY:
+            self._police("control")
         if op == ControlOp.USER:
             self._channel_or_error(ch_id)
             if self.channels[ch_id].state == ChannelState.OPEN:
@@ -603,8 +742,9 @@ class StreamConnection:
                 channel.reassembly = None
         elif op == ControlOp.PRIORITY:
             channel = self._channel_or_error(ch_id)
-            if len(body) != 2:
-                raise ProtocolError("PRIORITY body must be 2 bytes")
+            if len(body) != 2 or body[1] > 7:
+                raise ProtocolError("PRIORITY body must be 2 bytes with an urgency 0..7")
+            self._apply_priority(channel, body[1])
         else:
             raise ProtocolError(f"unknown control op 0x{op:02x}", code=ErrorCode.UNKNOWN_TYPE)
 
@@ -630,19 +770,25 @@ class StreamConnection:
         if scope == _SCOPE_CONNECTION:
             if credit > self._conn_send_max:
                 self._conn_send_max = credit
+            else:
+                self._police("control")  # a WINDOW that grants nothing is a cheap packet
             return
         if scope != _SCOPE_CHANNEL:
             raise ProtocolError(f"unknown WINDOW scope {scope}")
         channel = self.channels.get(ch_id)
         if channel is not None and credit > channel.send_max:
             channel.send_max = credit
-            self._schedule(channel)
+            if ch_id not in self._shaped:
+                self._schedule(channel)
+        else:
+            self._police("control")
 
     def _receive_keepalive(self, body: bytes) -> None:
         if len(body) != _KEEPALIVE.size:
             raise ProtocolError(f"KEEPALIVE body of {len(body)} bytes, expected {_KEEPALIVE.size}")
         kind, stamp = _KEEPALIVE.unpack(body)
         if kind == KeepaliveKind.PING:
+            self._police("ping")
             self._seal_control(_KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PONG, stamp))
         elif kind == KeepaliveKind.PONG:
             rtt = max(0.0, self._last_recv - stamp / 1e6)
@@ -650,6 +796,7 @@ class StreamConnection:
                 self.stats.rtt_sum += rtt
                 self.stats.rtt_count += 1
                 self.stats.rtt_last = rtt
+                self._srtt = rtt if not self._srtt else 0.875 * self._srtt + 0.125 * rtt
                 self._events.append(PongReceived(rtt=rtt))
         else:
             raise ProtocolError(f"unknown KEEPALIVE kind {kind}")
@@ -669,6 +816,7 @@ class StreamConnection:
             return
         if scope != CloseScope.CHANNEL:
             raise ProtocolError(f"unknown CLOSE scope {scope}")
+        self._police("open_close")
         channel = self._channel_or_error(ch_id)
         by_peer = channel.state == ChannelState.OPEN
         if by_peer:
@@ -722,12 +870,40 @@ class StreamConnection:
     def _schedule(self, channel: ChannelCore) -> None:
         if not channel.scheduled and channel.queue:
             channel.scheduled = True
-            self._rr.append(channel.id)
+            self._levels[channel.priority].append(channel.id)
+
+    def _unschedule(self, channel: ChannelCore) -> None:
+        if channel.scheduled:
+            channel.scheduled = False
+            self._levels[channel.priority].remove(channel.id)
+
+    def _apply_priority(self, channel: ChannelCore, priority: int) -> None:
+        if channel.priority == priority:
+            return
+        was_scheduled = channel.scheduled
+        self._unschedule(channel)
+        channel.priority = priority
+        if was_scheduled:
+            self._schedule(channel)
+
+    def _make_bucket(self, rate: int | None) -> TokenBucket | None:
+        if not rate:
+            return None
+        burst = max(rate, 2 * self._peer_max_payload)
+        return TokenBucket(rate, burst, self._now)
+
+    def _police(self, kind: str) -> None:
+        if not self._policer.allow(kind, self._now):
+            raise RateLimited(f"too many {kind.replace('_', '/')} packets from peer")
 
     def _new_channel(self, channel_id: int) -> ChannelCore:
         channel = ChannelCore(
             channel_id, self._peer_channel_window, self.config.initial_channel_window
         )
+        channel.priority = 0 if channel_id == 0 else self.config.default_priority
+        if channel_id in self.config.realtime_channels:
+            channel.realtime_budget = self.config.realtime_deadline
+        channel.bucket = self._make_bucket(self.config.channel_rate_limit)
         self.channels[channel_id] = channel
         return channel
 
@@ -753,14 +929,28 @@ class StreamConnection:
         if channel.reassembly is not None:
             self._reserved -= channel.reassembly_total
         self.channels.pop(channel.id, None)
-        if channel.scheduled:
-            channel.scheduled = False
-            self._rr.remove(channel.id)
+        self._unschedule(channel)
+        self._shaped.pop(channel.id, None)
+
+    def _grow(self, window: int, sent_at: float, ceiling: int) -> int:
+        """Window auto-tuning: a window used up within two RTTs limits throughput; double it."""
+        if (
+            self.config.window_autotune
+            and self._srtt > 0
+            and sent_at >= 0
+            and self._now - sent_at < 2 * self._srtt
+        ):
+            return min(window * 2, ceiling)
+        return window
 
     def _consume_credit(self, ch_id: int, n: int) -> None:
         self._conn_consumed += n
-        window = self.config.initial_connection_window
+        window = self._conn_window
         if self._conn_recv_max - self._conn_consumed < window // 2:
+            window = self._conn_window = self._grow(
+                window, self._conn_window_sent_at, self.config.connection_memory_budget
+            )
+            self._conn_window_sent_at = self._now
             self._conn_recv_max = self._conn_consumed + window
             self._seal_control(
                 _CONTROL, 0, _WINDOW.pack(ControlOp.WINDOW, _SCOPE_CONNECTION, self._conn_recv_max)
@@ -770,6 +960,12 @@ class StreamConnection:
             return
         channel.consumed += n
         if channel.recv_max - channel.consumed < channel.recv_window // 2:
+            channel.recv_window = self._grow(
+                channel.recv_window,
+                channel.window_sent_at,
+                min(self.config.max_channel_window, self._conn_window),
+            )
+            channel.window_sent_at = self._now
             channel.recv_max = channel.consumed + channel.recv_window
             self._seal_control(
                 _CONTROL, ch_id, _WINDOW.pack(ControlOp.WINDOW, _SCOPE_CHANNEL, channel.recv_max)
@@ -806,9 +1002,8 @@ class StreamConnection:
         channel.queued_bytes = 0
         channel.close_after_flush = None
         channel.state = ChannelState.CLOSING
-        if channel.scheduled:
-            channel.scheduled = False
-            self._rr.remove(channel.id)
+        self._unschedule(channel)
+        self._shaped.pop(channel.id, None)
         self._seal_control(
             _CLOSE_T,
             channel.id,
@@ -822,24 +1017,33 @@ class StreamConnection:
             _CLOSE_T, 0, _CLOSE.pack(CloseScope.STREAM, code) + self._encode_reason(reason)
         )
 
-    def _schedule_data(self, limit: int) -> None:
-        """Seal DATA packets round-robin across channels with credit, up to ``limit`` bytes.
+    def _schedule_data(self, limit: int, now: float) -> None:
+        """Seal DATA packets, up to ``limit`` bytes, from the most urgent channels with credit.
 
-        A channel out of credit leaves the rotation until a WINDOW for it arrives; when the
-        connection is out of credit, scheduling stops until a connection WINDOW arrives.
+        Within one urgency, channels take turns packet by packet. A channel out of credit leaves
+        the rotation until its WINDOW arrives; a rate-limited one until its bucket refills (timer);
+        when the connection is out of credit, scheduling stops until a connection WINDOW. A late
+        realtime message is dropped here, before it is sent.
         """
-        rr = self._rr
         budget = limit
         max_payload = self._peer_max_payload
         cipher = self._send
         assert cipher is not None
-        while rr and budget > 0:
+        levels = self._levels
+        peer_bucket = self._peer_bucket
+        while budget > 0:
+            queue = next((level for level in levels if level), None)
+            if queue is None:
+                break
             conn_credit = self._conn_send_max - self._conn_send_offset
             if conn_credit <= 0:
                 break
-            channel = self.channels[rr[0]]
+            channel = self.channels[queue[0]]
             message = channel.queue[0]
             remaining = len(message.data) - message.offset
+            if message.deadline is not None and now > message.deadline:
+                self._drop_late(channel, message, remaining)
+                continue
             channel_credit = channel.send_max - channel.send_offset
             if message.fragmented:
                 first = message.offset == 0
@@ -849,22 +1053,50 @@ class StreamConnection:
                 take = remaining if remaining <= min(channel_credit, conn_credit) else 0
             if take <= 0 and remaining > 0:
                 if channel_credit < conn_credit or channel_credit <= 0:
-                    rr.popleft()  # waits for this channel's WINDOW
+                    queue.popleft()  # waits for this channel's WINDOW
                     channel.scheduled = False
                     continue
                 break  # waits for the connection's WINDOW
-            rr.popleft()
+            if channel.bucket is not None or peer_bucket is not None:
+                allowed = min(
+                    channel.bucket.available(now) if channel.bucket is not None else take,
+                    peer_bucket.available(now) if peer_bucket is not None else take,
+                )
+                if message.fragmented and allowed >= 1:
+                    take = min(take, int(allowed))
+                elif allowed < take:
+                    wake = max(
+                        channel.bucket.ready_at(take, now) if channel.bucket else now,
+                        peer_bucket.ready_at(take, now) if peer_bucket else now,
+                    )
+                    queue.popleft()
+                    channel.scheduled = False
+                    self._shaped[channel.id] = wake
+                    continue
+                if channel.bucket is not None:
+                    channel.bucket.spend(take, now)
+                if peer_bucket is not None:
+                    peer_bucket.spend(take, now)
+            queue.popleft()
             ch_id = channel.id
+            flags = _ENC
+            chunk: bytes | memoryview
             if message.fragmented:
+                flags |= _FRAG
                 if message.offset == 0:
                     prefix = _FIRST_FRAGMENT.pack(_FRAG_FIRST, len(message.data))
                 else:
                     prefix = b"\x02"
-                body = prefix + message.data[message.offset : message.offset + take]
-                self._append_sealed(_DATA, ch_id, _ENC | _FRAG, body)
+                chunk = message.data[message.offset : message.offset + take]
             else:
-                data = message.data[message.offset :] if message.offset else message.data
-                self._append_sealed(_DATA, ch_id, _ENC, data)
+                prefix = b""
+                chunk = message.data[message.offset :] if message.offset else message.data
+            if channel.compressor is not None:
+                packed = channel.compressor.maybe_compress(chunk)
+                if packed is not None:
+                    chunk = packed
+                    flags |= _COMP
+            self._append_sealed(_DATA, ch_id, flags, prefix + chunk if prefix else chunk)
             channel.last_seq = (cipher.counter - 1) & 0xFFFFFFFF
             message.offset += take
             channel.send_offset += take
@@ -873,24 +1105,39 @@ class StreamConnection:
             budget -= take
             if message.offset >= len(message.data):
                 channel.queue.popleft()
-            if channel.blocked and channel.queued_bytes <= self.config.send_low_water:
-                channel.blocked = False
-                self._events.append(ChannelWritable(channel_id=ch_id))
-            if channel.queue:
-                rr.append(ch_id)
-            else:
-                channel.scheduled = False
-                if channel.close_after_flush is not None:
-                    code, reason = channel.close_after_flush
-                    self._send_channel_close(channel, code, reason)
+            self._after_dequeue(channel, queue)
         if (
             self.state == ConnectionState.CLOSING
-            and not rr
             and not self._stream_close_sent
             and not any(c.queue for c in self.channels.values())
         ):
             self._stream_close_sent = True
             self._send_stream_close()
+
+    def _after_dequeue(self, channel: ChannelCore, queue: deque[int]) -> None:
+        """Book-keeping after a channel's queue shrank: writability, rotation, deferred close."""
+        if channel.blocked and channel.queued_bytes <= self.config.send_low_water:
+            channel.blocked = False
+            self._events.append(ChannelWritable(channel_id=channel.id))
+        if channel.queue:
+            queue.append(channel.id)
+        else:
+            channel.scheduled = False
+            if channel.close_after_flush is not None:
+                code, reason = channel.close_after_flush
+                self._send_channel_close(channel, code, reason)
+
+    def _drop_late(self, channel: ChannelCore, message: PendingMessage, remaining: int) -> None:
+        """A realtime message missed its deadline: drop it before sending (DISCARD if begun)."""
+        if message.offset:
+            self._seal_control(_CONTROL, channel.id, bytes((ControlOp.DISCARD,)))
+        channel.queue.popleft()
+        channel.queued_bytes -= remaining
+        channel.dropped_late += 1
+        self.stats.dropped_late += 1
+        queue = self._levels[channel.priority]
+        queue.popleft()
+        self._after_dequeue(channel, queue)
 
     def _fail(self, exc: ProtocolError) -> None:
         log.debug("protocol error: %s", exc)
@@ -911,7 +1158,10 @@ class StreamConnection:
         self.state = ConnectionState.TERMINATED
         for channel in self.channels.values():
             channel.queue.clear()
-        self._rr.clear()
+            channel.scheduled = False
+        for level in self._levels:
+            level.clear()
+        self._shaped.clear()
         event = StreamTerminated(code=code, reason=reason, by_peer=by_peer)
         self.terminal_event = event
         self._events.append(event)

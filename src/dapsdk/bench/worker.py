@@ -297,10 +297,17 @@ class BulkSender(asyncio.Protocol):
 
     def _fill(self) -> None:
         transport = self.transport
+        if transport is None:
+            return
         chunk = self.chunk
-        while transport is not None and not self.paused and not transport.is_closing():
+        # A bounded burst per callback: the loop must keep reading the socket, or a reset by
+        # the receiver is never noticed (uvloop's TLS transport may accept writes after it).
+        for _ in range(64):
+            if self.paused or transport.is_closing():
+                return
             transport.write(chunk)
             self.sent += 1
+        asyncio.get_running_loop().call_soon(self._fill)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -456,11 +463,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     send.add_argument("--profile", help="write a pyinstrument profile of the run here")
     for p in (recv, send):
         p.add_argument("--loop", choices=LOOPS, default="auto")
+        p.add_argument("--cpu", type=int, default=None, help="pin the worker to this CPU")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
     _, loop_name = loop_factory(args.loop)
     try:
         run(lambda: receiver(args) if args.role == "recv" else sender(args), args.loop)

@@ -74,6 +74,12 @@ def _check_transport(ctx: click.Context, param: click.Parameter, value: str) -> 
     help="py-spy samples from outside (little overhead); pyinstrument runs inside the worker "
     "and slows it down.",
 )
+@click.option(
+    "--pin/--no-pin",
+    default=False,
+    show_default=True,
+    help="Pin the sender to CPU 0 and the receiver to CPU 1 (steadier, usually slower numbers).",
+)
 def transport(
     scheme: str,
     duration: float,
@@ -81,6 +87,7 @@ def transport(
     loop: str,
     profile_dir: Path | None,
     profiler: str,
+    pin: bool,
 ) -> None:
     """dapsdk against plain TCP, TLS 1.3 and websockets: bulk MB/s, 100-byte messages per
     second, and the p99 latency of control packets while a bulk channel saturates the link."""
@@ -112,6 +119,7 @@ def transport(
                     loop=loop,
                     profile_dir=profile_dir,
                     profiler=profiler,
+                    pin=pin,
                     progress=progress,
                     on_note=note,
                 )

@@ -426,3 +426,31 @@ def test_keepalive_timer_during_graceful_close_keeps_pinging() -> None:
     pair.server.receive_data(b"".join(pair.client.data_to_send()), 1.0)
     pongs = b"".join(pair.server.data_to_send())
     assert pongs, "the server answers the ping"
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(1, 5000), max_size=40), whole=st.booleans())
+def test_traffic_split_anywhere_gives_the_same_messages(cuts: list[int], whole: bool) -> None:
+    pair = make_pair()
+    pair.client.open_channel(0x10)
+    messages = [b"a" * 10, b"b" * 70_000, b"c" * 3, b"d" * 65_536]
+    for m in messages:
+        pair.client.send(0x10, PacketType.DATA, m)
+    wire = b"".join(pair.client.data_to_send())
+    if whole:
+        pieces = [wire]
+    elif not cuts:
+        pieces = [wire[i : i + 1] for i in range(len(wire))]  # one byte at a time
+    else:
+        pieces, pos = [], 0
+        for cut in cuts * 100:
+            if pos >= len(wire):
+                break
+            pieces.append(wire[pos : pos + cut])
+            pos += cut
+        pieces.append(wire[pos:])
+    for piece in pieces:
+        pair.server.receive_data(piece, 0.0)
+    got = [e.data for e in iter(pair.server.next_event, None) if isinstance(e, DataReceived)]
+    assert got == messages
+    assert pair.server.state == ConnectionState.ESTABLISHED

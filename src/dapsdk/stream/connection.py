@@ -482,47 +482,86 @@ class StreamConnection:
     # ----------------------------------------------------------------------------------- input
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Feed bytes from the transport. (transmit)"""
+        """Feed bytes from the transport. (transmit)
+
+        Whole packets are parsed straight from ``data``; only a packet cut by the end of ``data``
+        is copied, into a buffer that never holds more than one packet (header size checked first).
+        """
         if self.state == ConnectionState.TERMINATED:
             return
-        buf = self._rbuf
-        buf += data
         self._last_recv = now
         self._now = now
-        pos = 0
-        end_all = len(buf)
-        view = memoryview(buf)
+        view = memoryview(data)
         try:
-            while end_all - pos >= HEADER_SIZE:
-                size, ptype, seq_id, ch_id, flags = HEADER.unpack_from(buf, pos)
-                if size > self._max_body:
-                    raise FrameTooLarge(
-                        f"packet announces {size} bytes, limit is {self._max_body}",
-                        packet_type=ptype,
-                        channel_id=ch_id,
-                    )
-                end = pos + HEADER_SIZE + size
-                if end > end_all:
-                    break
-                self.stats.packets_received += 1
-                self.stats.bytes_received += HEADER_SIZE + size
-                if self._recv is not None:
-                    self._receive_sealed(view, pos, end, size, ptype, seq_id, ch_id, flags)
-                else:
-                    self._receive_handshake(
-                        bytes(view[pos + HEADER_SIZE : end]), ptype, seq_id, ch_id, flags
-                    )
-                pos = end
-                if self.state == ConnectionState.TERMINATED:
-                    break
+            if self._rbuf:
+                view = self._complete_partial(view)
+            if len(view):
+                used = self._parse(view)
+                if used < len(view) and self.state != ConnectionState.TERMINATED:
+                    self._rbuf = bytearray(view[used:])
         except ProtocolError as exc:
             self._fail(exc)
-        finally:
-            view.release()
+        if self.state == ConnectionState.TERMINATED:
+            self._rbuf = bytearray()
+
+    def _complete_partial(self, view: memoryview) -> memoryview:
+        """Top up the buffered partial packet from ``view``; parse it once whole. Returns the rest."""
+        buf = self._rbuf
+        if len(buf) < HEADER_SIZE:
+            take = min(HEADER_SIZE - len(buf), len(view))
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) < HEADER_SIZE:
+                return view
+        size = HEADER.unpack_from(buf, 0)[0]
+        self._check_size(size, buf)
+        missing = HEADER_SIZE + size - len(buf)
+        take = min(missing, len(view))
+        buf += view[:take]
+        view = view[take:]
+        if take == missing:
+            self._rbuf = bytearray()
+            packet = memoryview(buf)
+            try:
+                self._parse(packet)
+            finally:
+                packet.release()
+        return view
+
+    def _check_size(self, size: int, buf: bytes | bytearray | memoryview, pos: int = 0) -> None:
+        if size > self._max_body:
+            _, ptype, _, ch_id, _ = HEADER.unpack_from(buf, pos)
+            raise FrameTooLarge(
+                f"packet announces {size} bytes, limit is {self._max_body}",
+                packet_type=ptype,
+                channel_id=ch_id,
+            )
+
+    def _parse(self, view: memoryview) -> int:
+        """Process every whole packet in ``view``; return the bytes used."""
+        pos = 0
+        end_all = len(view)
+        unpack = HEADER.unpack_from
+        stats = self.stats
+        while end_all - pos >= HEADER_SIZE:
+            size, ptype, seq_id, ch_id, flags = unpack(view, pos)
+            if size > self._max_body:
+                self._check_size(size, view, pos)
+            end = pos + HEADER_SIZE + size
+            if end > end_all:
+                break
+            stats.packets_received += 1
+            stats.bytes_received += HEADER_SIZE + size
+            if self._recv is not None:
+                self._receive_sealed(view, pos, end, size, ptype, seq_id, ch_id, flags)
+            else:
+                self._receive_handshake(
+                    bytes(view[pos + HEADER_SIZE : end]), ptype, seq_id, ch_id, flags
+                )
+            pos = end
             if self.state == ConnectionState.TERMINATED:
-                self._rbuf = bytearray()
-            elif pos:
-                del buf[:pos]
+                return end_all
+        return pos
 
     def _receive_handshake(
         self, body: bytes, ptype: int, seq_id: int, ch_id: int, flags: int

@@ -99,7 +99,7 @@ class DirectionCipher:
             )
         nonce = (self._iv ^ counter).to_bytes(IV_SIZE, "little")
         try:
-            plaintext = self._aead.decrypt(nonce, bytes(body), bytes(header))
+            plaintext = self._aead.decrypt(nonce, body, header)
         except InvalidTag:
             raise DecryptError(f"packet seq_id {seq_id} failed authentication") from None
         self.counter = counter + 1

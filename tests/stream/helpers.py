@@ -6,11 +6,29 @@ from dataclasses import dataclass, field
 
 from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.connection import StreamConnection
-from dapsdk.stream.events import DataReceived, StreamEvent
+from dapsdk.stream.events import DataBatchReceived, DataReceived, StreamEvent
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
 CLIENT_ID = NodeIdentity.from_seed(bytes(range(32)))
 SERVER_ID = NodeIdentity.from_seed(bytes(range(1, 33)))
+
+
+def expand(event: DataBatchReceived) -> list[DataReceived]:
+    return [
+        DataReceived(channel_id=event.channel_id, packet_type=1, data=m, flow_bytes=0, reserved=0)
+        for m in event.messages
+    ]
+
+
+def data_events(conn: StreamConnection) -> list[DataReceived]:
+    """Drain ``conn``'s events; DATA messages only, batches expanded."""
+    out: list[DataReceived] = []
+    while (event := conn.next_event()) is not None:
+        if isinstance(event, DataBatchReceived):
+            out.extend(expand(event))
+        elif isinstance(event, DataReceived):
+            out.append(event)
+    return out
 
 
 @dataclass
@@ -44,8 +62,12 @@ class Pair:
 
     def _drain(self, conn: StreamConnection, sink: list[StreamEvent]) -> None:
         while (event := conn.next_event()) is not None:
-            sink.append(event)
-            if self.auto_release and isinstance(event, DataReceived):
+            if isinstance(event, DataBatchReceived):
+                # one record per message, so tests read batched and single messages alike
+                sink.extend(expand(event))
+            else:
+                sink.append(event)
+            if self.auto_release and isinstance(event, (DataReceived, DataBatchReceived)):
                 conn.release(event)
 
     def events_of(self, side: str, kind: type) -> list:  # type: ignore[type-arg]

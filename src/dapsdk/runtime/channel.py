@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..stream.channel_key import ChannelKey
 from ..stream.constants import PacketType
 from ..stream.errors import DecryptError, ErrorCode, RateLimited, StreamClosedError
-from ..stream.events import DataReceived
+from ..stream.events import DataBatchReceived, DataReceived
 
 if TYPE_CHECKING:
     from .session import Session
@@ -41,10 +41,20 @@ PacketCallback = Callable[["Channel", int, bytes, Any], "int | None"]
 MAX_PENDING_CONTROL = 1024
 
 
+class _BatchCredit:
+    """Credit of a batch whose messages are read one by one: returned with the last of them."""
+
+    __slots__ = ("event", "remaining")
+
+    def __init__(self, event: DataBatchReceived, remaining: int) -> None:
+        self.event = event
+        self.remaining = remaining
+
+
 class _Pending:
     __slots__ = ("data", "event", "ptype")
 
-    def __init__(self, ptype: int, data: bytes, event: DataReceived | None) -> None:
+    def __init__(self, ptype: int, data: bytes, event: DataReceived | _BatchCredit | None) -> None:
         self.ptype = ptype
         self.data = data
         self.event = event
@@ -195,8 +205,13 @@ class Channel:
             self._pending_control -= 1
         if not self._pending:
             self._readable.clear()
-        if item.event is not None:
-            self.stream.release(item.event)
+        credit = item.event
+        if isinstance(credit, _BatchCredit):
+            credit.remaining -= 1
+            if credit.remaining == 0:
+                self.stream.release(credit.event)
+        elif credit is not None:
+            self.stream.release(credit)
         return item.ptype, item.data
 
     async def receive(self) -> tuple[int, bytes]:
@@ -263,6 +278,41 @@ class Channel:
                 return
             self._pending_control += 1
         self._pending.append(_Pending(ptype, data, event))
+        self._readable.set()
+        self._fire(self.ready_to_read)
+
+    def _deliver_batch(self, event: DataBatchReceived) -> None:
+        """Several small messages from one packet: the same contract as :meth:`_deliver`, with
+        the batch's credit returned once all of its messages are consumed."""
+        messages = event.messages
+        key = self.key
+        packet_in = self.packet_in
+        arg = self.callback_arg
+        leftovers: list[bytes] = []
+        for data in messages:
+            if key is not None:
+                try:
+                    data = key.open(self.id, PacketType.DATA, data)
+                except DecryptError as exc:
+                    self.stream.release(event)
+                    self.close(ErrorCode.DECRYPT_FAILED, exc.reason)
+                    return
+            if packet_in is None:
+                leftovers.append(data)
+                continue
+            try:
+                processed = packet_in(self, PacketType.DATA, data, arg)
+            except Exception:
+                log.exception("packet_in callback of channel %d failed", self.id)
+                processed = 0
+            done = len(data) if processed is None else max(0, int(processed))
+            if done < len(data):
+                leftovers.append(data[done:])
+        if not leftovers:
+            self.stream.release(event)
+            return
+        credit = _BatchCredit(event, len(leftovers))
+        self._pending.extend(_Pending(PacketType.DATA, data, credit) for data in leftovers)
         self._readable.set()
         self._fire(self.ready_to_read)
 

@@ -15,6 +15,7 @@ from ..stream.events import (
     ChannelClosed,
     ChannelOpened,
     ChannelWritable,
+    DataBatchReceived,
     DataReceived,
     StreamEvent,
     StreamTerminated,
@@ -162,7 +163,7 @@ class Stream:
         assert result is not None
         return result.export(b"stream binding")
 
-    def release(self, event: DataReceived) -> None:
+    def release(self, event: DataReceived | DataBatchReceived) -> None:
         self.driver.core.release(event)
         self.driver.transmit_soon()
         for session in self.sessions:
@@ -206,7 +207,13 @@ class Stream:
     # -- events from the driver ----------------------------------------------------------------
 
     def handle_event(self, event: StreamEvent) -> None:
-        if isinstance(event, DataReceived):
+        if isinstance(event, DataBatchReceived):
+            channel = self.channels.get(event.channel_id)
+            if channel is not None:
+                channel._deliver_batch(event)
+            else:
+                self.release(event)
+        elif isinstance(event, DataReceived):
             channel = self.channels.get(event.channel_id)
             if channel is not None:
                 channel._deliver(event)

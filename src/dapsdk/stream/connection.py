@@ -47,6 +47,7 @@ from .events import (
     ChannelClosed,
     ChannelOpened,
     ChannelWritable,
+    DataBatchReceived,
     DataReceived,
     HandshakeCompleted,
     PongReceived,
@@ -72,6 +73,10 @@ _SCOPE_CONNECTION = 1
 _ENC = int(PacketFlag.ENCRYPTED)
 _FRAG = int(PacketFlag.FRAGMENTED)
 _COMP = int(PacketFlag.COMPRESSED)
+_BATCH = int(PacketFlag.BATCHED)
+_U16 = struct.Struct("<H")
+#: Messages up to this size are packed together into one packet when several are queued.
+BATCH_MAX_MESSAGE = 4096
 _DATA = int(PacketType.DATA)
 _CONTROL = int(PacketType.CONTROL)
 _KEEPALIVE_T = int(PacketType.KEEPALIVE)
@@ -459,7 +464,7 @@ class StreamConnection:
         """Terminate at once with an ERROR packet to the peer (local fault or policy). (transmit)"""
         self._terminate(code, reason, by_peer=False, send_error=True)
 
-    def release(self, event: DataReceived) -> None:
+    def release(self, event: DataReceived | DataBatchReceived) -> None:
         """The application consumed a received message: return its credit. (transmit)"""
         if self.state not in (ConnectionState.ESTABLISHED, ConnectionState.CLOSING):
             return
@@ -651,6 +656,9 @@ class StreamConnection:
                 channel_id=ch_id,
             )
         fragmented = bool(flags & _FRAG)
+        if flags & _BATCH:
+            self._receive_batch(channel, flags, body)
+            return
         payload: bytes | memoryview
         total: int | None
         if fragmented:
@@ -705,6 +713,42 @@ class StreamConnection:
                     reserved=channel.reassembly_total,
                 )
             )
+
+    def _receive_batch(self, channel: ChannelCore, flags: int, body: bytes) -> None:
+        assert self.result is not None
+        if not self.result.features & Feature.BATCHING or flags & _FRAG:
+            raise ProtocolError("BATCHED packet without the BATCHING feature, or fragmented")
+        if flags & _COMP:
+            body = compression.decompress(
+                body, self.config.max_packet_payload, self.result.features
+            )
+        messages: list[bytes] = []
+        append = messages.append
+        unpack = _U16.unpack_from
+        pos = 0
+        end = len(body)
+        while pos < end:
+            if end - pos < 2:
+                raise ProtocolError("truncated record length in a BATCHED packet")
+            (n,) = unpack(body, pos)
+            pos += 2
+            if pos + n > end:
+                raise ProtocolError(f"record of {n} bytes overruns its BATCHED packet")
+            append(body[pos : pos + n])
+            pos += n
+        total = end - 2 * len(messages)
+        ch_id = channel.id
+        channel.recv_offset += total
+        self._conn_recv_offset += total
+        if channel.recv_offset > channel.recv_max or self._conn_recv_offset > self._conn_recv_max:
+            raise FlowControlError(f"peer exceeded its credit on channel {ch_id}", channel_id=ch_id)
+        if channel.state == ChannelState.CLOSING:
+            self.stats.dropped_packets += 1
+            self._consume_credit(ch_id, total)
+            return
+        self._events.append(
+            DataBatchReceived(channel_id=ch_id, messages=messages, flow_bytes=total)
+        )
 
     def _parse_fragment(self, channel: ChannelCore, body: bytes) -> tuple[memoryview, int | None]:
         """(payload, announced total or None) of a fragment; checks limits before any allocation."""
@@ -1070,6 +1114,8 @@ class StreamConnection:
         assert cipher is not None
         levels = self._levels
         peer_bucket = self._peer_bucket
+        assert self.result is not None
+        batching = bool(self.result.features & Feature.BATCHING) and peer_bucket is None
         while budget > 0:
             queue = next((level for level in levels if level), None)
             if queue is None:
@@ -1127,6 +1173,30 @@ class StreamConnection:
                 else:
                     prefix = b"\x02"
                 chunk = message.data[message.offset : message.offset + take]
+            elif (
+                batching
+                and len(channel.queue) > 1
+                and take <= BATCH_MAX_MESSAGE
+                and channel.queue[1].deadline is None
+                and not channel.queue[1].fragmented
+            ):
+                batch = self._take_batch(channel, min(channel_credit, conn_credit, budget + take))
+                if batch is not None:
+                    body, _, take = batch
+                    self._append_sealed(_DATA, ch_id, flags | _BATCH, body)
+                    channel.last_seq = (cipher.counter - 1) & 0xFFFFFFFF
+                    channel.send_offset += take
+                    self._conn_send_offset += take
+                    channel.queued_bytes -= take
+                    budget -= take
+                    if channel.bucket is not None:
+                        channel.bucket.spend(take, now)
+                    if peer_bucket is not None:
+                        peer_bucket.spend(take, now)
+                    self._after_dequeue(channel, queue)
+                    continue
+                prefix = b""
+                chunk = message.data
             else:
                 prefix = b""
                 chunk = message.data[message.offset :] if message.offset else message.data
@@ -1152,6 +1222,35 @@ class StreamConnection:
         ):
             self._stream_close_sent = True
             self._send_stream_close()
+
+    def _take_batch(self, channel: ChannelCore, credit: int) -> tuple[bytes, int, int] | None:
+        """Pop consecutive small reliable messages that fit one packet and the credit.
+
+        Returns (body, count, payload bytes) or None when fewer than two fit."""
+        room = self._peer_max_payload
+        parts: list[bytes | memoryview] = []
+        total = 0
+        count = 0
+        for message in channel.queue:
+            n = len(message.data)
+            if (
+                message.fragmented
+                or message.deadline is not None
+                or n > BATCH_MAX_MESSAGE
+                or total + n > credit
+                or 2 * (count + 1) + total + n > room
+            ):
+                break
+            parts.append(n.to_bytes(2, "little"))
+            parts.append(message.data)
+            total += n
+            count += 1
+        if count < 2:
+            return None
+        popleft = channel.queue.popleft
+        for _ in range(count):
+            popleft()
+        return b"".join(parts), count, total
 
     def _after_dequeue(self, channel: ChannelCore, queue: deque[int]) -> None:
         """Book-keeping after a channel's queue shrank: writability, rotation, deferred close."""

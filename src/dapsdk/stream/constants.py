@@ -44,9 +44,13 @@ class PacketFlag(enum.IntFlag):
     COMPRESSED = 0x01
     ENCRYPTED = 0x02
     FRAGMENTED = 0x04
+    BATCHED = 0x08
+    """Our extension (feature BATCHING): the DATA body is ``u16 length | bytes`` records."""
 
 
-KNOWN_FLAGS: Final = int(PacketFlag.COMPRESSED | PacketFlag.ENCRYPTED | PacketFlag.FRAGMENTED)
+KNOWN_FLAGS: Final = int(
+    PacketFlag.COMPRESSED | PacketFlag.ENCRYPTED | PacketFlag.FRAGMENTED | PacketFlag.BATCHED
+)
 KNOWN_TYPES: Final = frozenset(int(t) for t in PacketType)
 
 
@@ -100,6 +104,7 @@ class Feature(enum.IntFlag):
     COMPRESSION_LZ4 = 0x02
     FRAGMENTATION = 0x04
     CHANNEL_KEYS = 0x08
+    BATCHING = 0x10
 
 
 SUPPORTED_FEATURES: Final = (
@@ -107,4 +112,5 @@ SUPPORTED_FEATURES: Final = (
     | Feature.COMPRESSION_LZ4
     | Feature.FRAGMENTATION
     | Feature.CHANNEL_KEYS
+    | Feature.BATCHING
 )

@@ -51,6 +51,23 @@ class DataReceived(StreamEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DataBatchReceived(StreamEvent):
+    """Several small DATA messages that arrived in one BATCHED packet, in order."""
+
+    channel_id: int
+    """Channel the messages arrived on."""
+    messages: list[bytes]
+    """The messages, oldest first."""
+    flow_bytes: int
+    """Credit returned to the peer once every message has been consumed."""
+    reserved: int = 0
+    """Always 0 (batched messages are never fragmented)."""
+
+    def __repr__(self) -> str:
+        return f"DataBatchReceived(channel_id={self.channel_id}, count={len(self.messages)})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ChannelWritable(StreamEvent):
     channel_id: int
     """Queued bytes on this channel fell below the low-water mark."""

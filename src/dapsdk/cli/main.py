@@ -24,6 +24,7 @@ _SUBCOMMANDS = [
     ("dapsdk.cli.stream_server", "stream_server"),
     ("dapsdk.cli.cert", "cert"),
     ("dapsdk.cli.token", "token"),
+    ("dapsdk.cli.node", "node"),
 ]
 
 

@@ -1,0 +1,55 @@
+"""``avrs node``: run an AVRS node from its INI configuration file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..node.config import ConfigError, load_node_config
+from ..node.wiring import build_node
+
+
+async def serve(path: Path, ready_line: bool) -> None:
+    node = build_node(load_node_config(path))
+    await node.start()
+    print(f"node {node.address}", flush=True)
+    for url in node.urls:
+        print(f"listening {url}", flush=True)
+    if ready_line:
+        print("ready", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await node.close()
+
+
+@click.command("node")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="INI configuration file ([avrs] and [stream] sections; see docs/operations.md).",
+)
+@click.option("--ready", is_flag=True, help="Print 'ready' once every listener is up.")
+def node(config_path: Path, ready: bool) -> None:
+    """Run an AVRS node: its roles, cluster, certificates and listeners come from --config.
+
+    Prints `node ADDRESS` and one `listening URL?node=ADDRESS` line per listener (clients pin the
+    node with that URL). SIGINT/SIGTERM stop it gracefully."""
+    try:
+        asyncio.run(serve(config_path, ready))
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"error: cannot listen: {exc}", err=True)
+        sys.exit(1)

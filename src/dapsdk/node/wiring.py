@@ -1,0 +1,184 @@
+"""The composition root: a :class:`NodeConfig` becomes a running AVRS node.
+
+:func:`build_node` loads the credentials (identity, certificate, verifiers), builds a
+:class:`~dapsdk.runtime.node.StreamNode` whose handshake checks peer certificates against the
+cluster CA, the node's :class:`~dapsdk.services.avrs_cluster.ClusterDirectory` and the
+:class:`~dapsdk.services.avrs_channels.AvrsService` on its channels. :meth:`AvrsNode.start` listens
+on ``[avrs] listen`` (or the role's default). This is the only module that picks implementations
+(today: the embedded in-memory cluster directory).
+
+Peer policy: with ``ca_certificate_file`` every certificate a peer presents must be valid for the
+cluster, and a peer whose certificate is valid becomes a member with the certificate's roles. A
+node that also has ``token_issuers`` accepts peers *without* a certificate (viewers with an access
+token); they are members only once a token they present verifies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from dapsdk.avrs.callbacks import ContentCallbacks
+from dapsdk.avrs.config import AvrsConfig
+from dapsdk.avrs.constants import Role
+from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
+from dapsdk.runtime.endpoint import Endpoint
+from dapsdk.runtime.node import Listener, StreamNode
+from dapsdk.services.auth import CertificateInfo
+from dapsdk.services.avrs_channels import AvrsService
+from dapsdk.services.avrs_client import AvrsClient
+from dapsdk.services.avrs_cluster import ClusterDirectory, Membership
+from dapsdk.stream.config import PeerIdentity, PeerVerifier
+from dapsdk.stream.identity import NodeAddress, NodeIdentity
+
+from .config import NodeConfig
+from .credentials import NodeCredentials, load_node_credentials
+from .debug import set_avrs_debug
+
+log = logging.getLogger("dapsdk.avrs.node")
+
+_ALGORITHMS = {"ed25519": SignatureAlgorithm.ED25519, "ml-dsa-65": SignatureAlgorithm.ML_DSA_65}
+
+
+@dataclass(slots=True)
+class AvrsNode:
+    """A node built from its configuration: stream node, cluster directory, AVRS service."""
+
+    config: NodeConfig
+    credentials: NodeCredentials
+    stream_node: StreamNode
+    directory: ClusterDirectory
+    service: AvrsService
+    listeners: list[Listener] = field(default_factory=list)
+    started: bool = False
+
+    @property
+    def identity(self) -> NodeIdentity:
+        return self.credentials.identity
+
+    @property
+    def address(self) -> NodeAddress:
+        return self.identity.address
+
+    @property
+    def role(self) -> Role:
+        return Role(int(self.config.avrs.role) & 0xFFFF)
+
+    @property
+    def signer(self) -> AvrsSigner:
+        """The node identity as an AVRS request signer (same key, same identity hash)."""
+        return AvrsSigner(self.identity.private_key)
+
+    @property
+    def urls(self) -> list[str]:
+        """Bound listener URLs with ``?node=`` pinning this node's identity."""
+        return [listener.url for listener in self.listeners]
+
+    async def start(self) -> None:
+        """Start the stream node and listen on the configured endpoints."""
+        if self.started:
+            return
+        await self.stream_node.start()
+        try:
+            for endpoint in self.config.avrs.listen_endpoints:
+                self.listeners.append(await self.stream_node.listen(endpoint))
+        except BaseException:
+            await self.stream_node.close()
+            raise
+        self.started = True
+        for listener in self.listeners:
+            log.info("AVRS node %s listening on %s", self.address, listener.url)
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.stream_node.close()
+        self.listeners.clear()
+        self.started = False
+
+    async def __aenter__(self) -> AvrsNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def upstream(self) -> Endpoint:
+        """Where this node's clients go: ``host_address``, else ``balancer_address``."""
+        endpoint = self.config.avrs.host_address or self.config.avrs.balancer_address
+        if endpoint is None:
+            raise ValueError(f"{self.config.source}: neither host_address nor balancer_address")
+        return endpoint
+
+    async def connect_client(
+        self, target: Endpoint | str | None = None, *, signer: AvrsSigner | None = None
+    ) -> AvrsClient:
+        """Open a stream to ``target`` (default :meth:`upstream`) and wrap it in an AVRS client
+        that signs with ``signer`` (default: this node's identity)."""
+        if not self.started:
+            await self.start()
+        stream = await self.stream_node.connect(target or self.upstream())
+        return AvrsClient(stream, signer or self.signer)
+
+
+def _peer_verifier(
+    credentials: NodeCredentials, directory: ClusterDirectory
+) -> PeerVerifier | None:
+    verifier = credentials.certificate_verifier
+    if verifier is None:
+        return None
+
+    def remember(peer: PeerIdentity, info: CertificateInfo) -> None:
+        if info.cluster_id in (None, directory.name):
+            roles = Role(int(info.roles) & 0xFFFF) or Role.CLIENT
+            directory.add_member(identity_of(peer.public_key), Membership(roles))
+
+    strict = credentials.peer_verifier(time.time, remember)
+    assert strict is not None
+    if credentials.token_verifier is None:
+        return strict
+
+    def verify(peer: PeerIdentity) -> None:
+        if peer.certificate is None:
+            return  # a viewer: becomes a member only with a verified access token
+        strict(peer)
+
+    return verify
+
+
+def build_node(
+    config: NodeConfig,
+    *,
+    now: float | None = None,
+    content_callbacks: ContentCallbacks | None = None,
+    avrs_config: AvrsConfig | None = None,
+    register_channels: bool = True,
+) -> AvrsNode:
+    """Build (not start) the node ``config`` describes. Raises ``ConfigError`` for bad security
+    files. ``register_channels=False`` leaves the AVRS channels for ``avrs_ch_init`` to register."""
+    if config.avrs.debug_more:
+        set_avrs_debug(True)
+    credentials = load_node_credentials(config, now=time.time() if now is None else now)
+    identity = credentials.identity
+    directory = ClusterDirectory(
+        config.avrs.cluster_id,
+        identity_of(identity.public_key),
+        token_verifier=credentials.token_verifier,
+        certificate_verifier=credentials.certificate_verifier,
+        algorithm=_ALGORITHMS[config.avrs.signature_algorithm],
+    )
+    avrs = avrs_config or AvrsConfig(resume_timeout=config.avrs.reconnect_timeout)
+    stream_config = config.stream_config(
+        certificate=credentials.certificate_der,
+        peer_verifier=_peer_verifier(credentials, directory),
+    )
+    stream_node = StreamNode(
+        identity,
+        stream_config,
+        max_pending_handshakes=min(128, config.avrs.max_connections),
+        accept_unknown_channels=False,
+    )
+    service = AvrsService(directory, avrs, content_callbacks=content_callbacks)
+    if register_channels:
+        service.register(stream_node)
+    return AvrsNode(config, credentials, stream_node, directory, service)

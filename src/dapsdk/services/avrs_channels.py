@@ -1,0 +1,280 @@
+"""AVRS on real dap_stream streams, node side: the five channels ``A r C c S`` registered as
+dap_stream channel procs, one sans-IO :class:`~dapsdk.avrs.AvrsConnection` per stream, and the
+pump between them (``receive`` -> events -> ``data_to_send`` -> ``channel.write_nowait``, plus the
+core's reply timer on the event loop).
+
+Per node, :class:`AvrsService` shares the :class:`SessionRegistry` (resume across connections),
+the :class:`ReplayGuard` (a request captured on one connection fails on another) and the
+:class:`ContentCallbacks` (the seed's global ``avrs_ch_pkt_in_content_add_callback`` list). Cluster
+requests are answered by the :class:`~.avrs_cluster.ClusterDirectory`; media a publisher sends is
+fanned out to every session that subscribed to the same content and is synchronised.
+
+``now`` for the core is wall-clock ``time.time()`` (signed timestamps are compared across machines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final
+
+from dapsdk.avrs.callbacks import ContentCallbacks
+from dapsdk.avrs.config import AvrsConfig
+from dapsdk.avrs.connection import AvrsConnection
+from dapsdk.avrs.constants import AvrsChannel
+from dapsdk.avrs.errors import AvrsProtocolError
+from dapsdk.avrs.events import AvrsEvent, ClusterRequestReceived, ContentReceived
+from dapsdk.avrs.packets import ContentPacket
+from dapsdk.avrs.replay import ReplayGuard
+from dapsdk.avrs.sessions import SessionRegistry
+from dapsdk.runtime.channel import Channel
+from dapsdk.runtime.node import ChannelProc, StreamNode
+from dapsdk.runtime.stream import Stream
+from dapsdk.stream.constants import PacketType
+from dapsdk.stream.errors import DapError
+
+from .avrs_cluster import ClusterDirectory, GrantedView
+
+log = logging.getLogger("dapsdk.avrs.service")
+
+#: The dap_stream channel ids of AVRS, in the seed's order (``DAP_AVRS$K_CH_*``).
+AVRS_CHANNEL_IDS: Final = tuple(int(c) for c in AvrsChannel)
+#: Urgency of the request/answer channels (content keeps the default 3: control goes first).
+CONTROL_PRIORITY: Final = 1
+
+EventListener = Callable[["AvrsBinding", AvrsEvent], None]
+
+
+def channel_priority(channel_id: int) -> int:
+    return 3 if channel_id == AvrsChannel.CONTENT else CONTROL_PRIORITY
+
+
+class AvrsBinding:
+    """One stream's AVRS endpoint: the core connection plus the stream's AVRS channels."""
+
+    def __init__(self, service: AvrsService, stream: Stream) -> None:
+        self.service = service
+        self.stream = stream
+        self.conn = AvrsConnection(
+            GrantedView(service.directory, self._identity),
+            service.config,
+            sessions=service.sessions,
+            replay_guard=service.replay_guard,
+            content_callbacks=service.content_callbacks,
+        )
+        self.channels: dict[int, Channel] = {}
+        self.lost = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    def _identity(self) -> bytes | None:
+        session = self.conn.session
+        return None if session is None else session.session_id
+
+    # ------------------------------------------------------------------ from the channels
+
+    def attach(self, channel: Channel) -> None:
+        self.channels[channel.id] = channel
+
+    def packet_in(self, channel: Channel, data: bytes) -> None:
+        self.conn.receive(channel.id, data, time.time())
+        self.pump()
+
+    def detach(self, channel: Channel) -> None:
+        self.channels.pop(channel.id, None)
+        if not self.lost and (not self.stream.is_active or not self.channels):
+            self.lost = True
+            self.conn.connection_lost(time.time())
+            self._cancel_timer()
+            self.pump()
+            self.service._binding_lost(self)
+
+    # ------------------------------------------------------------------ pump
+
+    def pump(self) -> None:
+        """Dispatch the core's events, send what it queued, re-arm its timer."""
+        while (event := self.conn.next_event()) is not None:
+            self.service._dispatch(self, event)
+        self.transmit()
+        self._arm_timer()
+
+    def transmit(self) -> None:
+        for channel_id, payload in self.conn.data_to_send():
+            channel = self._channel(channel_id)
+            if channel is None:
+                log.debug("stream %d: no channel 0x%02x to send on", self.stream.id, channel_id)
+                continue
+            try:
+                channel.write_nowait(PacketType.DATA, payload)
+            except DapError as exc:
+                log.debug("stream %d: channel 0x%02x: %s", self.stream.id, channel_id, exc)
+
+    def _channel(self, channel_id: int) -> Channel | None:
+        channel = self.channels.get(channel_id)
+        if channel is not None and channel.is_active:
+            return channel
+        if not self.stream.is_active:
+            return None
+        try:
+            channel = self.stream.channel_new(channel_id, priority=channel_priority(channel_id))
+        except DapError:
+            return None
+        self.channels[channel_id] = channel
+        return channel
+
+    def _arm_timer(self) -> None:
+        deadline = None if self.lost else self.conn.get_timer()
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is None:
+            return
+        loop = self.stream.driver.loop
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = None
+        self._timer_at = None
+        self.conn.handle_timer(max(deadline or 0.0, time.time()))
+        self.pump()
+
+    def __repr__(self) -> str:
+        return f"<AvrsBinding stream={self.stream.id} state={self.conn.state.value}>"
+
+
+class AvrsService:
+    """AVRS for every stream of a :class:`StreamNode` (register with :meth:`register`)."""
+
+    def __init__(
+        self,
+        directory: ClusterDirectory,
+        config: AvrsConfig | None = None,
+        *,
+        content_callbacks: ContentCallbacks | None = None,
+    ) -> None:
+        self.directory = directory
+        self.config = config if config is not None else AvrsConfig()
+        self.sessions = SessionRegistry(
+            resume_timeout=self.config.resume_timeout,
+            max_contents=self.config.max_contents_per_session,
+        )
+        self.replay_guard = ReplayGuard(
+            max_skew=self.config.max_clock_skew, max_entries=self.config.replay_entries
+        )
+        self.content_callbacks = (
+            content_callbacks if content_callbacks is not None else ContentCallbacks()
+        )
+        self.bindings: dict[int, AvrsBinding] = {}
+        """Active bindings by stream id."""
+        self.listeners: list[EventListener] = []
+        """Called with every core event after the service handled it (metrics, tests, apps)."""
+        self._by_conn: dict[int, AvrsBinding] = {}
+        self._node: StreamNode | None = None
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self, node: StreamNode) -> None:
+        """Register the five AVRS channel procs on ``node`` (``avrs_ch_init``)."""
+        proc = ChannelProc(new=self._channel_new, delete=self._channel_delete)
+        for channel_id in AVRS_CHANNEL_IDS:
+            node.register_channel_proc(channel_id, proc)
+        self._node = node
+
+    def unregister(self) -> None:
+        """Remove the channel procs (``avrs_ch_deinit``); open channels keep their callbacks."""
+        node, self._node = self._node, None
+        if node is None:
+            return
+        for channel_id in AVRS_CHANNEL_IDS:
+            node.channel_procs.pop(channel_id, None)
+
+    @property
+    def registered(self) -> bool:
+        return self._node is not None
+
+    def binding_for(self, stream: Stream) -> AvrsBinding:
+        binding = self.bindings.get(stream.id)
+        if binding is None:
+            binding = AvrsBinding(self, stream)
+            self.bindings[stream.id] = binding
+            self._by_conn[id(binding.conn)] = binding
+        return binding
+
+    def binding_of(self, conn: AvrsConnection) -> AvrsBinding | None:
+        """The binding that owns a core connection (content callbacks receive the core)."""
+        return self._by_conn.get(id(conn))
+
+    def _channel_new(self, channel: Channel) -> None:
+        binding = self.binding_for(channel.stream)
+        binding.attach(channel)
+
+        def packet_in(ch: Channel, _ptype: int, data: bytes, _arg: object) -> int:
+            binding.packet_in(ch, data)
+            return len(data)
+
+        channel.packet_in = packet_in
+
+    def _channel_delete(self, channel: Channel) -> None:
+        binding = self.bindings.get(channel.stream.id)
+        if binding is not None:
+            binding.detach(channel)
+
+    def _binding_lost(self, binding: AvrsBinding) -> None:
+        self.bindings.pop(binding.stream.id, None)
+        self._by_conn.pop(id(binding.conn), None)
+
+    # ------------------------------------------------------------------ events
+
+    def _dispatch(self, binding: AvrsBinding, event: AvrsEvent) -> None:
+        if isinstance(event, ClusterRequestReceived):
+            code, detail = self.directory.handle_request(event, time.time())
+            binding.conn.reply(event.request_id, code, detail=detail)
+        elif isinstance(event, ContentReceived):
+            self.publish(event.content_id, event.packet, exclude=binding)
+        for listener in tuple(self.listeners):
+            try:
+                listener(binding, event)
+            except Exception:
+                log.exception("AVRS event listener failed on %r", event)
+
+    # ------------------------------------------------------------------ media out
+
+    def publish(
+        self, content_id: bytes, packet: ContentPacket, *, exclude: AvrsBinding | None = None
+    ) -> int:
+        """Send ``packet`` of content ``content_id`` to every session that subscribed to it and is
+        synchronised (SYNCED or STREAMING). Returns how many sessions it was sent to."""
+        sent = 0
+        for binding in list(self.bindings.values()):
+            if binding is exclude or binding.lost:
+                continue
+            session = binding.conn.session
+            if session is None:
+                continue
+            for slot in list(session.contents.values()):
+                if slot.content.content_id != content_id or not slot.streams_output:
+                    continue
+                try:
+                    binding.conn.send_content(replace(packet, handle=slot.handle))
+                except AvrsProtocolError:
+                    continue  # not synchronised yet, or stopped
+                sent += 1
+            binding.pump()
+        return sent
+
+    async def close(self) -> None:
+        """Forget every binding (the node closes the streams)."""
+        for binding in list(self.bindings.values()):
+            binding._cancel_timer()
+        self.unregister()

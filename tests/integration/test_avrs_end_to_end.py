@@ -86,7 +86,7 @@ async def test_session_end_to_end(env: AvrsEnv, server: AvrsNode) -> None:
     server.service.listeners.append(watch)
     # The channels are dap_stream channel procs of the server's node, under the seed's ids.
     assert set(server.stream_node.channel_procs) >= {ord(c) for c in "ArCcS"}
-    assert AVRS_CHANNEL_IDS == tuple(ord(c) for c in "ArCcS")
+    assert tuple(ord(c) for c in "ArCcS") == AVRS_CHANNEL_IDS
 
     pub_node, pub, pub_handle = await publisher(env, server)
     viewer_node = await client_node(env, server, "viewer", cert=False)
@@ -119,8 +119,9 @@ async def test_session_end_to_end(env: AvrsEnv, server: AvrsNode) -> None:
         assert not pub.content_errors
 
         viewer_binding = next(
-            b for b in server.service.bindings.values() if b.conn.session is not None
-            and b.conn.session.session_id == viewer.identity
+            b
+            for b in server.service.bindings.values()
+            if b.conn.session is not None and b.conn.session.session_id == viewer.identity
         )
         assert viewer_binding.conn.state is SessionState.STREAMING
         await viewer.close_session()

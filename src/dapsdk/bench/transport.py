@@ -46,7 +46,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "control_p99_ms": ("<=", 2.0),
 }
 
-DEFAULT_DURATION = 3.0
+DEFAULT_DURATION = 1.5
+#: Rounds of all cases; each rate reported is the median round (loopback throughput here is
+#: bimodal from run to run, see research/pkg_baselines.md).
+DEFAULT_REPEAT = 3
 
 
 class BenchError(RuntimeError):
@@ -141,6 +144,7 @@ async def run_case(
     profile_dir: Path | None = None,
     profiler: str = "py-spy",
     pin: bool = False,
+    tag: str = "",
 ) -> CaseResult:
     warmup = warmup_for(duration)
     common = ["--loop", loop]
@@ -163,11 +167,11 @@ async def run_case(
         send_args += ["--cpu", "0"]
     spying = profile_dir is not None and profiler == "py-spy"
     if profile_dir is not None and profiler == "pyinstrument":
-        recv_args += ["--profile", str(profile_dir / f"{kind}-receiver.pyinstrument.txt")]
-        send_args += ["--profile", str(profile_dir / f"{kind}-sender.pyinstrument.txt")]
+        recv_args += ["--profile", str(profile_dir / f"{kind}{tag}-receiver.pyinstrument.txt")]
+        send_args += ["--profile", str(profile_dir / f"{kind}{tag}-sender.pyinstrument.txt")]
     spies: list[asyncio.subprocess.Process] = []
-    recv_log = workdir / f"{kind}-receiver.log"
-    send_log = workdir / f"{kind}-sender.log"
+    recv_log = workdir / f"{kind}{tag}-receiver.log"
+    send_log = workdir / f"{kind}{tag}-sender.log"
     # The sender stops on its own at the latest this long after connecting.
     hard_stop = warmup + duration + START_TIMEOUT
     receiver: asyncio.subprocess.Process | None = None
@@ -193,7 +197,9 @@ async def run_case(
                 assert profile_dir is not None
                 for role, target in (("receiver", receiver), ("sender", sender)):
                     spies.append(
-                        await start_py_spy(target.pid, profile_dir / f"{kind}-{role}.collapsed")
+                        await start_py_spy(
+                            target.pid, profile_dir / f"{kind}{tag}-{role}.collapsed"
+                        )
                     )
             result = await _read_json(
                 receiver, "result", START_TIMEOUT + warmup + duration + 10, f"{kind} receiver"
@@ -229,6 +235,25 @@ async def run_case(
         send_cpu_s=float(sent.get("cpu_s", 0.0)),
         sender={k: v for k, v in sent.items() if k != "cpu_s"},
         latencies_ns=sorted(int(x) for x in result.get("latencies_ns", [])),
+    )
+
+
+def median_run(runs: list[CaseResult]) -> CaseResult:
+    """The run with the median rate; for latency cases, with every run's samples pooled."""
+    ordered = sorted(runs, key=lambda r: r.bytes / r.seconds)
+    middle = ordered[(len(ordered) - 1) // 2]
+    if len(runs) == 1 or not any(r.latencies_ns for r in runs):
+        return middle
+    pooled = sorted(x for r in runs for x in r.latencies_ns)
+    return CaseResult(
+        kind=middle.kind,
+        bytes=middle.bytes,
+        msgs=middle.msgs,
+        seconds=middle.seconds,
+        recv_cpu_s=middle.recv_cpu_s,
+        send_cpu_s=middle.send_cpu_s,
+        sender=middle.sender,
+        latencies_ns=pooled,
     )
 
 
@@ -286,7 +311,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def summarize(
-    results: dict[str, CaseResult],
+    all_runs: dict[str, list[CaseResult]],
     *,
     duration: float,
     scheme: str,
@@ -295,6 +320,7 @@ def summarize(
     elapsed: float,
     pin: bool = False,
 ) -> dict[str, Any]:
+    results = {kind: median_run(runs) for kind, runs in all_runs.items()}
     bulk = {
         "dapsdk": results["dap-bulk"].mb_s,
         "plain_tcp": results["tcp-bulk"].mb_s,
@@ -345,6 +371,8 @@ def summarize(
         "control_probe_bytes": CONTROL_SIZE,
         "control_probes_per_s": CONTROL_RATE,
         "mb": MB,
+        "repeat": len(all_runs["dap-bulk"]),
+        "reported": "median run of each case; control latencies pooled over runs",
         "elapsed_s": round(elapsed, 2),
         "pinned": "sender cpu 0, receiver cpu 1" if pin else False,
     }
@@ -372,6 +400,13 @@ def summarize(
         },
         "targets": targets,
         "all_targets_met": all(t["pass"] for t in targets.values()),
+        "runs": {
+            kind: [
+                round(r.mb_s, 1) if kind.endswith(("-bulk", "-control")) else round(r.msgs_s)
+                for r in runs
+            ]
+            for kind, runs in all_runs.items()
+        },
         "cpu_percent": cpu,
         "meta": meta,
     }
@@ -396,6 +431,7 @@ Progress = Callable[[int, int, str], None]
 async def run_transport_bench(
     *,
     duration: float = DEFAULT_DURATION,
+    repeat: int = DEFAULT_REPEAT,
     scheme: str = "tcp",
     loop: str = "auto",
     profile_dir: Path | None = None,
@@ -404,38 +440,46 @@ async def run_transport_bench(
     progress: Progress | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every case and return the summary (the ``--json`` object)."""
+    """Run every case ``repeat`` times (rounds interleave the contenders, so load that comes and
+    goes hits all of them alike) and return the summary (the ``--json`` object)."""
     started = time.monotonic()
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, CaseResult] = {}
+    all_runs: dict[str, list[CaseResult]] = {kind: [] for kind, _ in CASES}
+    total = len(CASES) * repeat
     with tempfile.TemporaryDirectory(prefix="dapsdk-bench-") as tmp:
         workdir = Path(tmp)
         cert, key = write_self_signed_cert(workdir)
         loop_name, note = await asyncio.to_thread(choose_loop, loop, scheme, cert, key)
         if note and on_note is not None:
             on_note(note)
-        for index, (kind, label) in enumerate(CASES):
-            if progress is not None:
-                progress(index, len(CASES), label)
-            results[kind] = await run_case(
-                kind,
-                duration=duration,
-                scheme=scheme,
-                loop=loop_name,
-                workdir=workdir,
-                cert=cert,
-                key=key,
-                profile_dir=profile_dir,
-                profiler=profiler,
-                pin=pin,
-            )
+        for round_no in range(repeat):
+            tag = f"-r{round_no + 1}" if repeat > 1 else ""
+            for index, (kind, label) in enumerate(CASES):
+                if progress is not None:
+                    suffix = f" (round {round_no + 1}/{repeat})" if repeat > 1 else ""
+                    progress(round_no * len(CASES) + index, total, label + suffix)
+                all_runs[kind].append(
+                    await run_case(
+                        kind,
+                        duration=duration,
+                        scheme=scheme,
+                        loop=loop_name,
+                        workdir=workdir,
+                        cert=cert,
+                        key=key,
+                        profile_dir=profile_dir,
+                        profiler=profiler,
+                        pin=pin,
+                        tag=tag,
+                    )
+                )
         if progress is not None:
-            progress(len(CASES), len(CASES), "done")
+            progress(total, total, "done")
     if profile_dir is not None and profiler == "py-spy":
         write_profile_report(profile_dir)
     return summarize(
-        results,
+        all_runs,
         duration=duration,
         scheme=scheme,
         loop=loop_name,

@@ -14,7 +14,14 @@ from rich.table import Table
 
 from ..bench.common import LOOPS
 from ..bench.profile import PROFILERS, find_py_spy
-from ..bench.transport import CASES, DEFAULT_DURATION, TARGETS, BenchError, run_transport_bench
+from ..bench.transport import (
+    CASES,
+    DEFAULT_DURATION,
+    DEFAULT_REPEAT,
+    TARGETS,
+    BenchError,
+    run_transport_bench,
+)
 
 
 @click.group()
@@ -49,7 +56,15 @@ def _check_transport(ctx: click.Context, param: click.Parameter, value: str) -> 
     type=click.FloatRange(min=0.05, max=60),
     default=DEFAULT_DURATION,
     show_default=True,
-    help=f"Seconds measured per case ({len(CASES)} cases, plus warm-up and process start).",
+    help=f"Seconds measured per case and round ({len(CASES)} cases, plus warm-up and process "
+    "start).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1, max=20),
+    default=DEFAULT_REPEAT,
+    show_default=True,
+    help="Rounds of all cases; the median round of each case is reported.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option(
@@ -83,6 +98,7 @@ def _check_transport(ctx: click.Context, param: click.Parameter, value: str) -> 
 def transport(
     scheme: str,
     duration: float,
+    repeat: int,
     as_json: bool,
     loop: str,
     profile_dir: Path | None,
@@ -103,7 +119,7 @@ def transport(
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task("starting", total=len(CASES))
+        task = bar.add_task("starting", total=len(CASES) * repeat)
 
         def progress(index: int, total: int, label: str) -> None:
             bar.update(task, completed=index, description=label)
@@ -115,6 +131,7 @@ def transport(
             summary = asyncio.run(
                 run_transport_bench(
                     duration=duration,
+                    repeat=repeat,
                     scheme=scheme,
                     loop=loop,
                     profile_dir=profile_dir,
@@ -148,7 +165,7 @@ def render_table(summary: dict[str, Any]) -> Table:
     meta = summary["meta"]
     table = Table(
         title=f"dapsdk transport benchmark ({meta['transport']}, {meta['loop']}, "
-        f"{meta['duration_s']:g} s per case, {meta['cpus']} CPUs)",
+        f"median of {meta['repeat']} x {meta['duration_s']:g} s per case, {meta['cpus']} CPUs)",
         title_justify="left",
     )
     table.add_column("measurement")

@@ -412,7 +412,8 @@ def test_any_message_sequence_arrives_intact_in_per_channel_order(
 
 
 def test_keepalive_timer_during_graceful_close_keeps_pinging() -> None:
-    pair = make_pair()
+    config = StreamConfig(initial_channel_window=256 * 1024)
+    pair = make_pair(config, config)
     pair.client.open_channel(0x10)
     pair.transfer()
     pair.auto_release = False

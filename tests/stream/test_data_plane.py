@@ -228,34 +228,49 @@ def test_compression_bomb_is_refused_before_expanding() -> None:
     assert pair.server.terminal_event.code == ErrorCode.COMPRESSION_ERROR
 
 
-def test_windows_grow_with_fast_consumption_up_to_the_maximum() -> None:
-    config = StreamConfig(
-        initial_channel_window=256 * 1024,
-        max_channel_window=2 * 1024 * 1024,
-        initial_connection_window=1024 * 1024,
-        connection_memory_budget=8 * 1024 * 1024,
-    )
-    pair = make_pair(config, config)
-    pair.client.open_channel(0x10)
+WINDOWS = StreamConfig(
+    initial_channel_window=256 * 1024,
+    max_channel_window=2 * 1024 * 1024,
+    initial_connection_window=1024 * 1024,
+    connection_memory_budget=8 * 1024 * 1024,
+)
+
+
+def pair_with_rtt(rtt: float):  # type: ignore[no-untyped-def]
+    """A pair whose handshake took ``rtt`` of virtual time each way round."""
+    pair = make_pair(WINDOWS, WINDOWS, handshake=False)
+    pair.server.receive_data(b"".join(pair.client.data_to_send()), rtt / 2)  # HELLO
+    pair.client.receive_data(b"".join(pair.server.data_to_send()), rtt)  # RESPONSE
+    pair.server.receive_data(b"".join(pair.client.data_to_send()), 1.5 * rtt)  # FINISH
+    pair.now = 1.5 * rtt
     pair.transfer()
-    # Measure an RTT of 50 ms so the receiver can tell "window used up within 2 RTT".
-    pair.server.send_keepalive(0.0)
-    pair.now = 0.05
-    pair.transfer()
+    return pair
+
+
+def test_handshake_gives_the_first_rtt_sample() -> None:
+    pair = pair_with_rtt(0.05)
+    assert pair.client._srtt == pytest.approx(0.05)
     assert pair.server._srtt == pytest.approx(0.05)
+
+
+def test_windows_grow_with_fast_consumption_up_to_the_maximum() -> None:
+    pair = pair_with_rtt(0.05)
+    pair.client.open_channel(0x10)
     for _ in range(200):
         pair.client.send(0x10, PacketType.DATA, bytes(60_000))
-    pair.transfer()  # all at virtual time 0.05: the window is used up far faster than 2 RTT
-    window = pair.server.channels[0x10].recv_window
-    assert window == 2 * 1024 * 1024
+    pair.transfer()  # all at one instant: each window is used up far faster than 2 RTT
+    assert pair.server.channels[0x10].recv_window == 2 * 1024 * 1024
     assert pair.server._conn_window <= 8 * 1024 * 1024
     assert sum(len(e.data) for e in server_data(pair)) == 200 * 60_000
 
 
-def test_windows_do_not_grow_without_rtt_evidence() -> None:
-    pair = make_pair()
+def test_windows_do_not_grow_when_consumption_is_slow() -> None:
+    pair = pair_with_rtt(0.05)
     pair.client.open_channel(0x10)
-    for _ in range(50):
-        pair.client.send(0x10, PacketType.DATA, bytes(60_000))
     pair.transfer()
-    assert pair.server.channels[0x10].recv_window == StreamConfig().initial_channel_window
+    for step in range(30):
+        pair.now = 1.0 + step  # a window's worth per second: far slower than 2 RTT
+        pair.client.send(0x10, PacketType.DATA, bytes(60_000), now=pair.now)
+        pair.client.send(0x10, PacketType.DATA, bytes(60_000), now=pair.now)
+        pair.transfer()
+    assert pair.server.channels[0x10].recv_window == 256 * 1024

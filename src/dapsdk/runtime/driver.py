@@ -59,7 +59,11 @@ class ConnectionDriver:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self.core.receive_data(data, self.loop.time())
-        self.pump()
+        # Replies (WINDOW, PONG, echoes written by callbacks) go out once per loop iteration,
+        # not once per read: one write syscall for everything this iteration produced.
+        self._dispatch()
+        self.transmit_soon()
+        self._arm_timer()
 
     def pause_writing(self) -> None:
         self._paused = True

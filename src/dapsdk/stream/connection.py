@@ -187,8 +187,10 @@ class StreamConnection:
         self._write_blocked_since: float | None = None
         self._close_requested: tuple[int, str] | None = None
         self._stream_close_sent = False
+        self._handshake_sent_at: float | None = None  # for the first RTT sample
         if is_client:
             self._write_plain(_CONTROL, int(HandshakeStep.HELLO), self.handshake.start())
+            self._handshake_sent_at = now
 
     # ---------------------------------------------------------------------------------- outputs
 
@@ -581,8 +583,15 @@ class StreamConnection:
                 channel_id=ch_id,
             )
         reply = self.handshake.receive(seq_id, body)
+        if self._handshake_sent_at is not None:
+            # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip:
+            # window auto-tuning can start before the first keepalive.
+            self._srtt = max(self._now - self._handshake_sent_at, 1e-6)
+            self._handshake_sent_at = None
         if reply is not None:
             self._write_plain(_CONTROL, seq_id + 1, reply)
+            if not self.is_client:
+                self._handshake_sent_at = self._now
         if self.handshake.result is not None:
             self._establish(self.handshake.result)
 

@@ -11,6 +11,9 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from dapsdk.avrs import AvrsError, ContentFlag
+from dapsdk.node.config import load_node_config
+from dapsdk.node.wiring import AvrsNode, build_node
 from dapsdk.services.auth import (
     ClusterCA,
     Role,
@@ -19,7 +22,8 @@ from dapsdk.services.auth import (
     save_certificate,
     save_private_key,
 )
-from dapsdk.services.avrs_cluster import cluster_guuid
+from dapsdk.services.avrs_client import AvrsClient
+from dapsdk.services.avrs_cluster import cluster_guuid, content_guuid
 from dapsdk.stream.identity import NodeIdentity
 
 CLUSTER = "main_cluster"
@@ -113,3 +117,22 @@ class AvrsEnv:
 
 def der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
+
+
+async def start_publisher(
+    env: AvrsEnv, url: str, content: str, *, name: str = "camera", title: str = "Lecture"
+) -> tuple[AvrsNode, AvrsClient, int]:
+    """A publisher node with a SERVER certificate: joins with the certificate, declares
+    ``content`` (flows "av"), attaches it for input and starts. Returns (node, client, handle)."""
+    env.identity(name, Role.SERVER)
+    node = build_node(load_node_config(env.client_config(name, url, certificate=True)))
+    await node.start()
+    client = await node.connect_client()
+    await client.open()
+    reply = await client.join(CLUSTER_ID, certificate=(env.root / f"{name}.crt").read_bytes())
+    assert reply.code == AvrsError.SUCCESS, reply
+    content_id = content_guuid(content)
+    await client.add_content(CLUSTER_ID, content_id, "av", codecs=("h264", "aac"), title=title)
+    handle = await client.attach(CLUSTER_ID, content_id, ContentFlag.STREAMING_IN)
+    await client.start()
+    return node, client, handle

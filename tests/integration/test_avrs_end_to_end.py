@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dapsdk.avrs import AvrsError, ContentFlag, MediaFlag, SessionState
+from dapsdk.avrs import AvrsError, MediaFlag, SessionState
 from dapsdk.avrs.events import AvrsEvent, SessionStateChanged
 from dapsdk.node.config import load_node_config
 from dapsdk.node.wiring import AvrsNode, build_node
@@ -25,7 +25,7 @@ from dapsdk.stream.channel_key import ChannelKey
 from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.errors import DapError
 
-from .avrs_env import CLUSTER_ID, AvrsEnv, der
+from .avrs_env import CLUSTER_ID, AvrsEnv, der, start_publisher
 
 CONTENT = "lecture-1"
 CONTENT_ID = content_guuid(CONTENT)
@@ -58,15 +58,7 @@ async def client_node(env: AvrsEnv, server: AvrsNode, name: str, *, cert: bool) 
 
 
 async def publisher(env: AvrsEnv, server: AvrsNode) -> tuple[AvrsNode, AvrsClient, int]:
-    node = await client_node(env, server, "camera", cert=True)
-    client = await node.connect_client()
-    await client.open()
-    reply = await client.join(CLUSTER_ID, certificate=(env.root / "camera.crt").read_bytes())
-    assert reply.code == AvrsError.SUCCESS, reply
-    await client.add_content(CLUSTER_ID, CONTENT_ID, "av", codecs=("h264", "aac"), title="L1")
-    handle = await client.attach(CLUSTER_ID, CONTENT_ID, ContentFlag.STREAMING_IN)
-    await client.start()
-    return node, client, handle
+    return await start_publisher(env, server.urls[0], CONTENT, title="L1")
 
 
 async def test_session_end_to_end(env: AvrsEnv, server: AvrsNode) -> None:

@@ -94,6 +94,7 @@ class AvrsClient:
         """Seals content payloads end to end (see the module docstring)."""
         self.content_errors: list[Reply] = []
         """Retcodes the node sent for refused content packets we published."""
+        self._content_error_queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.responses: list[ResponseReceived] = []
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._seq: dict[tuple[int, int], int] = {}
@@ -128,6 +129,7 @@ class AvrsClient:
                 reply = event.reply
                 if reply.channel == AvrsChannel.CONTENT:
                     self.content_errors.append(reply)
+                    self._content_error_queue.put_nowait(reply)
                     continue
                 waiter = self._waiting.pop(reply.request_id, None)
                 if waiter is not None and not waiter.done():
@@ -317,6 +319,10 @@ class AvrsClient:
             opened = self.content_key.open(AvrsChannel.CONTENT, packet.flow_id, packet.payload)
             packet = replace(packet, payload=opened)
         return packet
+
+    async def next_content_error(self, timeout: float | None = None) -> Reply:
+        """Wait for the next retcode refusing a content packet we published."""
+        return await asyncio.wait_for(self._content_error_queue.get(), timeout)
 
     def has_pending_content(self) -> bool:
         """Whether content packets were received and not read yet."""

@@ -263,15 +263,15 @@ def avrs_session_authenticate(session: avrs_session_t, credentials: object) -> b
         return False
 
     async def run() -> bool:
-        if session.client is None or not session.client.is_active:
-            session.client = await node.connect_client(session.server, signer=session.signer)
-            session.client.content_key = session.content_key
         client = session.client
-        await client.open()
+        if client is None or not client.is_active:
+            client = await node.connect_client(session.server, signer=session.signer)
+            client.content_key = session.content_key
+            session.client = client
+            await client.open()
         reply = await client.join(session.cluster_id, token=token, certificate=cert)
         if reply.code != AvrsError.SUCCESS:
-            error = AvrsRequestError(reply)
-            _fail(session, reply.code, f"authentication refused: {error}")
+            _fail(session, reply.code, f"authentication refused: {AvrsRequestError(reply)}")
             await client.close()
             session.client = None
             return False
@@ -279,6 +279,9 @@ def avrs_session_authenticate(session: avrs_session_t, credentials: object) -> b
 
     try:
         session.authenticated = loop.run(run())
+    except AvrsRequestError as exc:  # OPEN refused
+        _fail(session, exc.code, f"session refused: {exc}")
+        session.authenticated = False
     except (DapError, ConnectionError, TimeoutError, OSError) as exc:
         _fail(session, AVRS_ERROR, f"cannot reach the node: {exc}")
         session.authenticated = False

@@ -83,6 +83,12 @@ class Channel:
         self._readable = asyncio.Event()
         self._writable = asyncio.Event()
         self._writable.set()
+        self._can_write = True  # mirrors _writable without a method call on the hot path
+        # Hot-path references (a channel never moves to another stream or core).
+        self._driver = stream.driver
+        self._core = stream.driver.core
+        self._high_water = stream.driver.core.config.send_high_water
+        self._realtime = channel_id in self._core.config.realtime_channels
         self._closed = asyncio.Event()
 
     # -- identity ------------------------------------------------------------------------------
@@ -125,6 +131,7 @@ class Channel:
     def set_realtime(self, budget: float | None) -> None:
         """Latency budget in seconds for this channel's messages (None: never dropped)."""
         self.stream.driver.core.set_realtime(self.id, budget)
+        self._realtime = budget is not None
 
     def set_rate_limit(self, bytes_per_second: int | None) -> None:
         """Shape this channel's sending to ``bytes_per_second`` (None: unlimited)."""
@@ -160,16 +167,21 @@ class Channel:
         """
         if not self.is_active:
             raise StreamClosedError(f"channel {self.id} is closed", self.close_code or 0)
-        payload = bytes(data) if isinstance(data, bytearray) else data
+        payload: bytes | memoryview = bytes(data) if isinstance(data, bytearray) else data
         if self.key is not None:
             payload = self.key.seal(self.id, int(packet_type), payload)
-        driver = self.stream.driver
-        queued = driver.core.send(
-            self.id, int(packet_type), payload, now=driver.loop.time(), deadline=deadline
-        )
-        if queued >= self.stream.config.send_high_water:
+        driver = self._driver
+        if self._realtime or deadline is not None:
+            # deadlines need the current time; reliable channels skip the clock read
+            queued = self._core.send(
+                self.id, packet_type, payload, now=driver.loop.time(), deadline=deadline
+            )
+        else:
+            queued = self._core.send(self.id, packet_type, payload)
+        if queued >= self._high_water:
+            self._can_write = False
             self._writable.clear()
-        self.stream.driver.transmit_soon()
+        driver.transmit_soon()
         if self.packet_out is not None:
             try:
                 self.packet_out(self, int(packet_type), bytes(payload), self.callback_arg)
@@ -185,8 +197,9 @@ class Channel:
         deadline: float | None = None,
     ) -> None:
         """Queue a message; suspend while the channel holds more than the high-water mark."""
-        while not self._writable.is_set():
-            await self._wait_or_closed(self._writable)
+        if not self._can_write:
+            while not self._writable.is_set():
+                await self._wait_or_closed(self._writable)
         self.write_nowait(packet_type, data, deadline=deadline)
 
     async def drain(self) -> None:
@@ -317,6 +330,7 @@ class Channel:
         self._fire(self.ready_to_read)
 
     def _on_writable(self) -> None:
+        self._can_write = True
         self._writable.set()
         self._fire(self.ready_to_write)
 
@@ -330,6 +344,7 @@ class Channel:
         self.close_code = code
         self.close_reason = reason
         self._closed.set()
+        self._can_write = True
         self._writable.set()
         if self.on_close is not None:
             try:

@@ -109,6 +109,8 @@ class Stream:
             return existing
         self.driver.core.open_channel(channel_id, priority, realtime=realtime)
         channel = Channel(self, channel_id, opened_by_peer=False)
+        if realtime is not None:
+            channel._realtime = realtime
         self.channels[channel_id] = channel
         self.driver.transmit_soon()
         self.driver.loop.call_soon(channel._on_opened)

@@ -67,6 +67,8 @@ class AvrsBinding:
         )
         self.channels: dict[int, Channel] = {}
         self.lost = False
+        self.dropped = 0
+        """Content packets not sent to this peer because its content channel was congested."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
 
@@ -124,6 +126,13 @@ class AvrsBinding:
             return None
         self.channels[channel_id] = channel
         return channel
+
+    def congested(self) -> bool:
+        """The content channel holds at least the high-water mark: the peer reads too slowly."""
+        channel = self.channels.get(AvrsChannel.CONTENT)
+        if channel is None or not channel.is_active:
+            return False
+        return channel.queued_bytes >= self.stream.config.send_high_water
 
     def _arm_timer(self) -> None:
         deadline = None if self.lost else self.conn.get_timer()
@@ -254,7 +263,11 @@ class AvrsService:
         self, content_id: bytes, packet: ContentPacket, *, exclude: AvrsBinding | None = None
     ) -> int:
         """Send ``packet`` of content ``content_id`` to every session that subscribed to it and is
-        synchronised (SYNCED or STREAMING). Returns how many sessions it was sent to."""
+        synchronised (SYNCED or STREAMING). Returns how many sessions it was sent to.
+
+        Live media does not wait for slow viewers: a viewer whose content channel is above the
+        high-water mark misses the packet (counted in :attr:`AvrsBinding.dropped`), so one slow
+        reader neither blocks the publisher nor grows the node's memory."""
         sent = 0
         for binding in list(self.bindings.values()):
             if binding is exclude or binding.lost:
@@ -264,6 +277,9 @@ class AvrsService:
                 continue
             for slot in list(session.contents.values()):
                 if slot.content.content_id != content_id or not slot.streams_output:
+                    continue
+                if binding.congested():
+                    binding.dropped += 1
                     continue
                 try:
                     binding.conn.send_content(replace(packet, handle=slot.handle))

@@ -22,7 +22,11 @@ class PendingMessage:
     __slots__ = ("data", "deadline", "fragmented", "offset", "ptype")
 
     def __init__(
-        self, ptype: int, data: memoryview, fragmented: bool, deadline: float | None = None
+        self,
+        ptype: int,
+        data: bytes | memoryview,
+        fragmented: bool,
+        deadline: float | None = None,
     ) -> None:
         self.ptype = ptype
         self.data = data

@@ -46,10 +46,11 @@ class StreamConfig:
     keepalive_timeout: float = float(STREAM_KEEPALIVE_TIMEOUT)
     """A peer silent this long, or a socket that will not drain this long, is dead (seed: 3 s)."""
     initial_channel_window: int = 1024 * 1024
-    """Initial per-channel credit in bytes of DATA. yamux starts at 256 KiB and had to add
-    auto-tuning; 1 MiB halves the WINDOW traffic of bulk channels from the start."""
+    """Initial per-channel credit in bytes of DATA (yamux starts at 256 KiB and had to add
+    auto-tuning; measured here, 1 MiB/4 MiB windows give 2-4x the bulk rate of 256 KiB/1 MiB)."""
     initial_connection_window: int = 4 * 1024 * 1024
-    """Initial per-connection credit in bytes of DATA."""
+    """Initial per-connection credit in bytes of DATA. It also bounds the DATA in flight ahead
+    of a control packet (about 2 ms of transfer at loopback speed)."""
     max_channel_window: int = 16 * 1024 * 1024
     """Upper bound of a channel window after RTT-based growth (py-libp2p's 16 MiB)."""
     connection_memory_budget: int = 64 * 1024 * 1024

@@ -179,6 +179,7 @@ class StreamConnection:
         )
         self._now = now
         self._srtt = 0.0
+        self._min_rtt = 0.0  # lowest RTT seen: the path's delay without our own queueing
         self._conn_window = config.initial_connection_window
         self._conn_window_sent_at = -1.0
         self._handshake_deadline = now + config.handshake_timeout
@@ -394,6 +395,26 @@ class StreamConnection:
         """
         if now is not None:
             self._now = now
+        channel = self.channels.get(channel_id)
+        if (
+            packet_type == _DATA
+            and channel is not None
+            and self.state is ConnectionState.ESTABLISHED
+            and channel.state is ChannelState.OPEN
+            and channel.close_after_flush is None
+            and len(data) <= self._peer_max_payload
+        ):
+            # Hot path: a DATA message that fits one packet on an open channel.
+            if deadline is None and channel.realtime_budget is not None:
+                deadline = self._now + channel.realtime_budget
+            channel.queue.append(PendingMessage(_DATA, data, False, deadline))
+            queued = channel.queued_bytes = channel.queued_bytes + len(data)
+            if queued >= self.config.send_high_water:
+                channel.blocked = True
+            if not channel.scheduled:
+                channel.scheduled = True
+                self._levels[channel.priority].append(channel_id)
+            return queued
         self._require_established()
         channel = self._open_channel_for_send(channel_id)
         if packet_type == _CONTROL:
@@ -586,7 +607,7 @@ class StreamConnection:
         if self._handshake_sent_at is not None:
             # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip:
             # window auto-tuning can start before the first keepalive.
-            self._srtt = max(self._now - self._handshake_sent_at, 1e-6)
+            self._srtt = self._min_rtt = max(self._now - self._handshake_sent_at, 1e-6)
             self._handshake_sent_at = None
         if reply is not None:
             self._write_plain(_CONTROL, seq_id + 1, reply)
@@ -889,6 +910,7 @@ class StreamConnection:
                 self.stats.rtt_count += 1
                 self.stats.rtt_last = rtt
                 self._srtt = rtt if not self._srtt else 0.875 * self._srtt + 0.125 * rtt
+                self._min_rtt = rtt if not self._min_rtt else min(self._min_rtt, rtt)
                 self._events.append(PongReceived(rtt=rtt))
         else:
             raise ProtocolError(f"unknown KEEPALIVE kind {kind}")
@@ -1025,12 +1047,14 @@ class StreamConnection:
         self._shaped.pop(channel.id, None)
 
     def _grow(self, window: int, sent_at: float, ceiling: int) -> int:
-        """Window auto-tuning: a window used up within two RTTs limits throughput; double it."""
+        """Window auto-tuning: a window used up within two *minimum* RTTs limits throughput, so
+        double it. The minimum, not the smoothed RTT: queueing we cause ourselves inflates the
+        smoothed RTT, and growing on it would only queue more (and delay control packets)."""
         if (
             self.config.window_autotune
-            and self._srtt > 0
+            and self._min_rtt > 0
             and sent_at >= 0
-            and self._now - sent_at < 2 * self._srtt
+            and self._now - sent_at < 2 * self._min_rtt
         ):
             return min(window * 2, ceiling)
         return window

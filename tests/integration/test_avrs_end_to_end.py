@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dapsdk.avrs import AvrsError, MediaFlag, SessionState
-from dapsdk.avrs.events import AvrsEvent, SessionStateChanged
+from dapsdk.avrs.events import AvrsEvent, ContentReceived, SessionStateChanged
 from dapsdk.node.config import load_node_config
 from dapsdk.node.wiring import AvrsNode, build_node
 from dapsdk.runtime.node import StreamNode
@@ -237,3 +237,43 @@ async def test_certificate_of_another_ca_refused_at_handshake(
     assert not any(
         b.stream.peer.address == identity.address for b in server.service.bindings.values()
     )
+
+
+async def test_slow_viewer_misses_live_packets(env: AvrsEnv, server: AvrsNode) -> None:
+    """A viewer that does not read is skipped once its content channel is congested; the
+    publisher is never held back and the node's queue stays bounded."""
+    count, size = 120, 60_000
+    arrived = asyncio.Event()
+    seen = [0]
+
+    def on_event(binding: AvrsBinding, event: AvrsEvent) -> None:
+        if isinstance(event, ContentReceived):
+            seen[0] += 1
+            if seen[0] == count:
+                arrived.set()
+
+    server.service.listeners.append(on_event)
+    pub_node, pub, pub_handle = await publisher(env, server)
+    node, viewer = await _viewer(env, server, "viewer")
+    try:
+        assert (await viewer.join(CLUSTER_ID, token=env.token(str(node.address)))).code == 0
+        await viewer.attach(CLUSTER_ID, CONTENT_ID)
+        await viewer.start()
+        for seq in range(count):
+            pub.send_content(pub_handle, 1, seq.to_bytes(4, "little") * (size // 4))
+        await asyncio.wait_for(arrived.wait(), TIMEOUT)
+        binding = next(
+            b
+            for b in server.service.bindings.values()
+            if b.conn.session is not None and b.conn.session.session_id == viewer.identity
+        )
+        assert binding.dropped > 0
+        high_water = binding.stream.config.send_high_water
+        assert binding.channels[ord("c")].queued_bytes < high_water + 2 * size
+        first = await viewer.receive_content(TIMEOUT)
+        assert first.seq == 0  # what was sent arrives in order
+    finally:
+        await viewer.close()
+        await pub.close()
+        await node.close()
+        await pub_node.close()

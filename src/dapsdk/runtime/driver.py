@@ -19,7 +19,7 @@ from ..stream.events import StreamEvent, StreamTerminated
 log = logging.getLogger("dapsdk.runtime")
 
 #: DATA bytes sealed per transmit round before yielding to the event loop.
-TRANSMIT_BATCH = 512 * 1024
+TRANSMIT_BATCH = 256 * 1024
 
 
 class ByteSink(Protocol):

@@ -15,7 +15,7 @@ from .transport import DriverFactory, TransportServer
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 NOTSENT_LOWAT_BYTES = 128 * 1024
 #: Bytes the transport buffers before it asks the driver to pause (bounded sealed backlog).
-WRITE_HIGH_WATER = 256 * 1024
+WRITE_HIGH_WATER = 128 * 1024
 
 
 class TcpStreamProtocol(asyncio.Protocol):

@@ -48,7 +48,7 @@ class StreamConfig:
     initial_channel_window: int = 1024 * 1024
     """Initial per-channel credit in bytes of DATA (yamux starts at 256 KiB and had to add
     auto-tuning; measured here, 1 MiB/4 MiB windows give 2-4x the bulk rate of 256 KiB/1 MiB)."""
-    initial_connection_window: int = 4 * 1024 * 1024
+    initial_connection_window: int = 2 * 1024 * 1024
     """Initial per-connection credit in bytes of DATA. It also bounds the DATA in flight ahead
     of a control packet (about 2 ms of transfer at loopback speed)."""
     max_channel_window: int = 16 * 1024 * 1024

@@ -65,9 +65,9 @@ log = logging.getLogger("dapsdk.runtime.quic")
 #: ALPN of dap_stream over QUIC.
 ALPN = "dapstream/1"
 #: Written-but-unacknowledged bytes on the QUIC stream at which the driver is paused.
-SEND_HIGH_WATER = 4 * 1024 * 1024
+SEND_HIGH_WATER = 256 * 1024
 #: ... and below which it resumes.
-SEND_LOW_WATER = 1024 * 1024
+SEND_LOW_WATER = 64 * 1024
 #: QUIC flow-control windows (connection and stream); aioquic's 1 MiB default halves throughput.
 QUIC_WINDOW = 8 * 1024 * 1024
 #: Largest DATAGRAM frame accepted (QUIC transport parameter).

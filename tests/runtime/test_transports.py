@@ -6,7 +6,6 @@ The ``transport`` fixture (tests/conftest.py) parametrizes over ``STREAM_TRANSPO
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import ssl
 import struct
@@ -21,10 +20,6 @@ from aioquic.asyncio.client import connect as quic_connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from dapsdk.runtime import ws as ws_transport
 from dapsdk.runtime.channel import Channel
@@ -32,6 +27,7 @@ from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.node import ChannelProc, StreamNode
 from dapsdk.runtime.quic import ALPN, realtime
 from dapsdk.runtime.stream import Stream
+from dapsdk.runtime.tls import self_signed_certificate, write_pem_pair
 from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.constants import HEADER, ChannelId, PacketType
 from dapsdk.stream.errors import ErrorCode, ProtocolError
@@ -303,37 +299,8 @@ async def test_server_process_serves_every_transport_from_one_node() -> None:
 @pytest.fixture(scope="module")
 def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ssl.SSLContext, Path]]:
     """A self-signed certificate for 127.0.0.1 and a server context using it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("wss")
-    cert_file = folder / "cert.pem"
-    key_file = folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert, key = self_signed_certificate("127.0.0.1", ip_addresses=("127.0.0.1",))
+    cert_file, key_file = write_pem_pair(cert, key, tmp_path_factory.mktemp("wss"), "wss")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert_file, key_file)
     yield server_ctx, cert_file

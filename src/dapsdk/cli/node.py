@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 
 from ..node.config import ConfigError, load_node_config
 from ..node.wiring import build_node
+from .signals import wait_for_stop_signal
 
 
 async def serve(path: Path, ready_line: bool) -> None:
@@ -21,12 +21,8 @@ async def serve(path: Path, ready_line: bool) -> None:
         print(f"listening {url}", flush=True)
     if ready_line:
         print("ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop_signal()
     finally:
         await node.close()
 

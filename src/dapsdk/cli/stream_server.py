@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 import click
 
 from ..runtime.channel import Channel
 from ..runtime.node import ChannelProc, StreamNode
+from .signals import wait_for_stop_signal
 
 
 def _echo(channel: Channel, ptype: int, data: bytes, _arg: object) -> int:
@@ -26,12 +26,10 @@ async def serve(urls: tuple[str, ...], ready_line: bool) -> None:
         print(f"listening {listener.url}", flush=True)
     if ready_line:
         print("ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await node.close()
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await node.close()
 
 
 @click.command("stream-server")

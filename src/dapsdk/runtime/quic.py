@@ -27,7 +27,6 @@ new datagrams.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import logging
 import socket
@@ -42,9 +41,7 @@ from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ..stream.constants import ChannelId, PacketType
 from ..stream.datagram import (
@@ -58,6 +55,7 @@ from ..stream.events import DataReceived
 from .driver import ConnectionDriver
 from .endpoint import Endpoint
 from .stream import Stream
+from .tls import self_signed_certificate
 from .transport import DriverFactory, TransportServer
 
 log = logging.getLogger("dapsdk.runtime.quic")
@@ -98,21 +96,7 @@ def install_uvloop() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _self_signed() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dapstream-quic")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("dapstream")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
+    return self_signed_certificate("dapstream-quic", dns_names=("dapstream",), days=365)
 
 
 def _configuration(is_client: bool) -> QuicConfiguration:

@@ -190,7 +190,10 @@ def test_keepalive_measures_rtt_and_silence_kills() -> None:
     pair.transfer()
     (pong,) = pair.events_of("client", PongReceived)
     assert pong.rtt == pytest.approx(0.25)
-    assert pair.client.stats.avg_latency_ms == pytest.approx(250.0)
+    # two samples: the handshake's round trip (virtual time 0) and this keepalive's
+    assert pair.client.stats.rtt_count == 2
+    assert pair.client.stats.rtt_last == pytest.approx(0.25)
+    assert pair.client.stats.avg_latency_ms == pytest.approx(125.0, abs=0.01)
     # the server hears nothing more: dead after keepalive_timeout of silence
     assert pair.server.get_timer() is not None
     pair.server.handle_timer(1.25 + 3.0)

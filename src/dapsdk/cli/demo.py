@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..runtime.channel import Channel
+from ..runtime.loop import run
 from ..runtime.node import ChannelProc, StreamNode
 from ..runtime.stream import StreamStats
 from ..stream.channel_key import ChannelKey
@@ -104,9 +105,7 @@ async def run_stream_demo(
         item = control.read()
         assert item == (PacketType.DATA, b"read me"), item
 
-        stream.send_keepalive()
-        while stream.get_stats().avg_latency == 0.0:
-            await asyncio.sleep(0.01)
+        stream.send_keepalive()  # one more RTT sample on top of the handshake's
         client_stats = stream.get_stats()
         server_stream = next(iter(server.streams.values()))
         server_stats = server_stream.get_stats()
@@ -152,7 +151,7 @@ def say(as_json: bool, text: str) -> None:
 def demo(as_json: bool, file_size: int) -> None:
     """Run the demo on an embedded default: two nodes on loopback exchanging traffic on
     several channels (no files or network needed), then print what happened and the stats."""
-    report = asyncio.run(run_stream_demo(as_json=as_json, file_size=file_size))
+    report = run(run_stream_demo(as_json=as_json, file_size=file_size))
     if as_json:
         json.dump(report, sys.stdout)
         sys.stdout.write("\n")

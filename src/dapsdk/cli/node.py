@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import click
 
 from ..node.config import ConfigError, load_node_config
 from ..node.wiring import build_node
+from ..runtime.loop import run
 from .signals import wait_for_stop_signal
 
 
@@ -42,7 +42,7 @@ def node(config_path: Path, ready: bool) -> None:
     Prints `node ADDRESS` and one `listening URL?node=ADDRESS` line per listener (clients pin the
     node with that URL). SIGINT/SIGTERM stop it gracefully."""
     try:
-        asyncio.run(serve(config_path, ready))
+        run(serve(config_path, ready))
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

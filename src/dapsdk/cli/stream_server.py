@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import click
 
 from ..runtime.channel import Channel
+from ..runtime.loop import run
 from ..runtime.node import ChannelProc, StreamNode
 from .signals import wait_for_stop_signal
 
@@ -46,7 +46,7 @@ def stream_server(urls: tuple[str, ...], ready: bool) -> None:
     """Run a dap_stream echo node: every message on any channel is sent back on that channel.
     Prints the bound URLs (with the node address to pin as ?node=...)."""
     try:
-        asyncio.run(serve(urls, ready))
+        run(serve(urls, ready))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

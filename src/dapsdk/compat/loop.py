@@ -13,20 +13,12 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ..runtime.loop import new_event_loop
+
 T = TypeVar("T")
 
 #: Seconds a blocking compat call waits for the loop before giving up.
 DEFAULT_TIMEOUT = 30.0
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (it does not drop UDP under load), else the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 class LoopThread:

@@ -607,7 +607,11 @@ class StreamConnection:
         if self._handshake_sent_at is not None:
             # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip:
             # window auto-tuning can start before the first keepalive.
-            self._srtt = self._min_rtt = max(self._now - self._handshake_sent_at, 1e-6)
+            rtt = max(self._now - self._handshake_sent_at, 1e-6)
+            self._srtt = self._min_rtt = rtt
+            self.stats.rtt_sum += rtt
+            self.stats.rtt_count += 1
+            self.stats.rtt_last = rtt
             self._handshake_sent_at = None
         if reply is not None:
             self._write_plain(_CONTROL, seq_id + 1, reply)

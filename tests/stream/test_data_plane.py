@@ -274,3 +274,28 @@ def test_windows_do_not_grow_when_consumption_is_slow() -> None:
         pair.client.send(0x10, PacketType.DATA, bytes(60_000), now=pair.now)
         pair.transfer()
     assert pair.server.channels[0x10].recv_window == 256 * 1024
+
+
+def test_peer_rate_limit_bounds_all_channels_together() -> None:
+    pair = make_pair(StreamConfig(peer_rate_limit=300_000))
+    for ch in (0x10, 0x11):
+        pair.client.open_channel(ch)
+    pair.transfer()
+    for _ in range(30):
+        for ch in (0x10, 0x11):
+            pair.client.send(ch, PacketType.DATA, bytes(20_000), now=0.0)  # 1.2 MB queued
+    now = 0.0
+    while now <= 2.0:
+        pair.server.receive_data(b"".join(pair.client.data_to_send(now=now)), now)
+        for e in iter(pair.server.next_event, None):
+            if isinstance(e, DataReceived):
+                pair.server.release(e)
+        pair.client.receive_data(b"".join(pair.server.data_to_send(now=now)), now)
+        list(iter(pair.client.next_event, None))
+        sent = sum(pair.client.channels[ch].send_offset for ch in (0x10, 0x11))
+        # burst (max(rate, 2 packets) = 300 000) plus the rate, plus one message of slack
+        assert sent <= 300_000 + 300_000 * now + 20_000, (now, sent)
+        pair.client.handle_timer(now + 0.25)
+        now += 0.25
+    assert sent >= 700_000  # it kept sending at the rate
+    assert min(pair.client.channels[ch].send_offset for ch in (0x10, 0x11)) >= 300_000  # shared

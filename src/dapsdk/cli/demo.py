@@ -140,6 +140,14 @@ def say(as_json: bool, text: str) -> None:
         click.echo(text)
 
 
+async def run_demo(*, as_json: bool, file_size: int, frames: int) -> dict[str, Any]:
+    from .demo_avrs import run_avrs_demo
+
+    report = await run_stream_demo(as_json=as_json, file_size=file_size)
+    report["avrs"] = await run_avrs_demo(frames)
+    return report
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option(
@@ -148,10 +156,16 @@ def say(as_json: bool, text: str) -> None:
     show_default=True,
     help="Bytes sent on the FILE channel.",
 )
-def demo(as_json: bool, file_size: int) -> None:
-    """Run the demo on an embedded default: two nodes on loopback exchanging traffic on
-    several channels (no files or network needed), then print what happened and the stats."""
-    report = run(run_stream_demo(as_json=as_json, file_size=file_size))
+@click.option("--frames", default=60, show_default=True, help="Generated H.264 frames to stream.")
+def demo(as_json: bool, file_size: int, frames: int) -> None:
+    """Run the demo on an embedded default, in one process, with nothing to download.
+
+    Part 1, dap_stream: two nodes on loopback exchange traffic on several channels (every
+    callback fires, a file crosses in fragments, a channel is sealed end to end).
+    Part 2, AVReStream: a cluster (CA, host/server, camera, viewers) generated in a temporary
+    directory; the camera streams generated H.264, the viewer joins with a token, verifies every
+    frame's signature and decodes the video; an expired token is refused."""
+    report = run(run_demo(as_json=as_json, file_size=file_size, frames=frames))
     if as_json:
         json.dump(report, sys.stdout)
         sys.stdout.write("\n")
@@ -167,3 +181,15 @@ def demo(as_json: bool, file_size: int) -> None:
             f"received {s['packets_received']} packets / {s['bytes_received']} B, "
             f"active channels {s['active_channels']}, avg latency {s['avg_latency_ms']} ms"
         )
+    a = report["avrs"]
+    click.echo(
+        f"\nAVReStream cluster {a['cluster']!r}: server {a['server']}, camera {a['camera']}, "
+        f"viewer {a['viewer']}"
+    )
+    click.echo(
+        f"{a['frames_published']} H.264 frames published on {a['content']!r}, "
+        f"{a['frames_received']} received, {a['signatures_verified']} signatures verified, "
+        f"{a['pictures_decoded']} pictures decoded ({a['picture_size'][0]}x{a['picture_size'][1]}), "
+        f"{a['keyframes']} keyframes, {a['video_bytes']} bytes in {a['seconds']} s"
+    )
+    click.echo(f"a viewer with an expired token was refused: {a['expired_token']}")

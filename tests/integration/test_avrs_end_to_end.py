@@ -277,3 +277,20 @@ async def test_slow_viewer_misses_live_packets(env: AvrsEnv, server: AvrsNode) -
         await pub.close()
         await node.close()
         await pub_node.close()
+
+
+async def test_a_node_reaches_another_nodes_http_api_over_its_stream(
+    env: AvrsEnv, server: AvrsNode
+) -> None:
+    viewer_node = await client_node(env, server, "http-viewer", cert=False)
+    try:
+        client = await viewer_node.connect_client()
+        response = await client.stream.http_request("GET", "/api/v1/status", timeout=TIMEOUT)
+        assert response.status == 200
+        status = response.json()
+        assert status["node"] == str(server.address)
+        missing = await client.stream.http_request("GET", "/nope", timeout=TIMEOUT)
+        assert missing.status == 404
+        await client.close()
+    finally:
+        await viewer_node.close()

@@ -24,6 +24,7 @@ from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.constants import Role
 from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
 from dapsdk.runtime.endpoint import Endpoint
+from dapsdk.runtime.http_service import HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.services.auth import CertificateInfo
 from dapsdk.services.avrs_channels import AvrsService
@@ -50,6 +51,9 @@ class AvrsNode:
     stream_node: StreamNode
     directory: ClusterDirectory
     service: AvrsService
+    http: HttpService | None = None
+    """HTTP over the SERVICE channel: peers call this node's API (``/api/v1/status``) through
+    their authenticated stream (``await stream.http_request("GET", "/api/v1/status")``)."""
     listeners: list[Listener] = field(default_factory=list)
     started: bool = False
 
@@ -181,4 +185,5 @@ def build_node(
     service = AvrsService(directory, avrs, content_callbacks=content_callbacks)
     if register_channels:
         service.register(stream_node)
-    return AvrsNode(config, credentials, stream_node, directory, service)
+    http = HttpService(stream_node).install()
+    return AvrsNode(config, credentials, stream_node, directory, service, http)

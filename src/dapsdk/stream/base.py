@@ -39,7 +39,8 @@ from .ratelimit import CheapPacketPolicer, TokenBucket
 
 log = logging.getLogger("dapsdk.stream")
 
-_U64 = struct.Struct("<Q")
+# Wire layouts of the bodies (docs/protocol.md §5), shared by the outbound and inbound parts.
+
 _CLOSE = struct.Struct("<BI")
 _ERROR = struct.Struct("<I")
 _KEEPALIVE = struct.Struct("<BQ")

@@ -188,12 +188,13 @@ def test_keepalive_measures_rtt_and_silence_kills() -> None:
     pair.client.handle_timer(1.0)  # keepalive_interval reached: ping
     pair.now = 1.25
     pair.transfer()
-    (pong,) = pair.events_of("client", PongReceived)
+    pong = pair.events_of("client", PongReceived)[-1]
     assert pong.rtt == pytest.approx(0.25)
-    # two samples: the handshake's round trip (virtual time 0) and this keepalive's
-    assert pair.client.stats.rtt_count == 2
+    # three samples: the handshake's round trip and the establishment PING (both at virtual
+    # time 0), then this keepalive's
+    assert pair.client.stats.rtt_count == 3
     assert pair.client.stats.rtt_last == pytest.approx(0.25)
-    assert pair.client.stats.avg_latency_ms == pytest.approx(125.0, abs=0.01)
+    assert pair.client.stats.avg_latency_ms == pytest.approx(250.0 / 3, abs=0.01)
     # the server hears nothing more: dead after keepalive_timeout of silence
     assert pair.server.get_timer() is not None
     pair.server.handle_timer(1.25 + 3.0)
@@ -279,12 +280,21 @@ def test_bad_input_before_handshake_gets_plaintext_error(data: bytes, code: int)
         (HEADER.pack(20, 0x09, 0, 0x10, 2), ErrorCode.UNKNOWN_TYPE),
         (HEADER.pack(20, PacketType.DATA, 0, 0x10, 0x82), ErrorCode.UNKNOWN_FLAGS),
         (HEADER.pack(20, PacketType.DATA, 0, 0x10, 0), ErrorCode.UNENCRYPTED),
-        (HEADER.pack(20, PacketType.DATA, 0, 0x10, 2), ErrorCode.DECRYPT_FAILED),
+        (b"EXPECTED-SEQ", ErrorCode.DECRYPT_FAILED),  # right seq_id, garbage body
         (HEADER.pack(20, PacketType.DATA, 5, 0x10, 2), ErrorCode.REPLAY),
     ],
     ids=["oversized", "unknown-type", "unknown-flag", "unencrypted", "forged", "wrong-seq"],
 )
 def test_bad_packets_after_handshake_close_with_error(header: bytes, code: int) -> None:
+    if header == b"EXPECTED-SEQ":
+        pair = make_pair()
+        assert pair.server._recv is not None
+        expected = pair.server._recv.counter & 0xFFFFFFFF
+        pair.server.receive_data(
+            HEADER.pack(20, PacketType.DATA, expected, 0x10, 2) + bytes(20), 1.0
+        )
+        assert error_code_of(pair.server) == code
+        return
     server, out = feed_server(header + bytes(20))
     assert error_code_of(server) == code
     assert out, "an ERROR packet is sent"

@@ -237,20 +237,32 @@ WINDOWS = StreamConfig(
 
 
 def pair_with_rtt(rtt: float):  # type: ignore[no-untyped-def]
-    """A pair whose handshake took ``rtt`` of virtual time each way round."""
+    """A pair on a path whose every hop takes ``rtt / 2`` of virtual time (handshake and the
+    PINGs sent on establishment included)."""
     pair = make_pair(WINDOWS, WINDOWS, handshake=False)
-    pair.server.receive_data(b"".join(pair.client.data_to_send()), rtt / 2)  # HELLO
-    pair.client.receive_data(b"".join(pair.server.data_to_send()), rtt)  # RESPONSE
-    pair.server.receive_data(b"".join(pair.client.data_to_send()), 1.5 * rtt)  # FINISH
-    pair.now = 1.5 * rtt
+    now = 0.0
+    for _ in range(20):
+        moved = False
+        for src, dst in ((pair.client, pair.server), (pair.server, pair.client)):
+            data = b"".join(src.data_to_send(now=now))
+            if data:
+                now += rtt / 2
+                dst.receive_data(data, now)
+                moved = True
+        if not moved:
+            break
+    pair.now = now
     pair.transfer()
     return pair
 
 
-def test_handshake_gives_the_first_rtt_sample() -> None:
+def test_handshake_and_first_ping_give_rtt_samples() -> None:
     pair = pair_with_rtt(0.05)
-    assert pair.client._srtt == pytest.approx(0.05)
-    assert pair.server._srtt == pytest.approx(0.05)
+    for side in (pair.client, pair.server):
+        assert side._srtt == pytest.approx(0.05)
+        # the minimum comes from the PING each side sends on establishment, not the handshake
+        assert side._min_rtt == pytest.approx(0.05)
+        assert side.stats.rtt_count == 2
 
 
 def test_windows_grow_with_fast_consumption_up_to_the_maximum() -> None:

@@ -137,10 +137,12 @@ class InboundMixin(OutboundMixin):
             )
         reply = self.handshake.receive(seq_id, body)
         if self._handshake_sent_at is not None:
-            # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip:
-            # window auto-tuning can start before the first keepalive.
+            # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip, but it
+            # includes the peer's key agreement and signature work: a latency sample and a first
+            # smoothed RTT, not the path's minimum RTT (which drives window growth). The PING sent
+            # on establishment measures that within one round trip.
             rtt = max(self._now - self._handshake_sent_at, 1e-6)
-            self._srtt = self._min_rtt = rtt
+            self._srtt = rtt
             self.stats.rtt_sum += rtt
             self.stats.rtt_count += 1
             self.stats.rtt_last = rtt
@@ -162,6 +164,10 @@ class InboundMixin(OutboundMixin):
         self._peer_channel_window = settings.initial_channel_window
         self._conn_send_max = settings.initial_connection_window
         self.state = ConnectionState.ESTABLISHED
+        self._last_ping = self._now
+        self._seal_control(
+            _KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PING, int(self._now * 1e6))
+        )
         log.debug("handshake complete with %s (version %d)", result.peer.address, result.version)
         self._events.append(
             HandshakeCompleted(peer=result.peer, version=result.version, features=result.features)

@@ -10,21 +10,14 @@ import click
 from ..node.config import ConfigError, load_node_config
 from ..node.wiring import build_node
 from ..runtime.loop import run
-from .signals import wait_for_stop_signal
+from .signals import announce_and_serve
 
 
 async def serve(path: Path, ready_line: bool) -> None:
     node = build_node(load_node_config(path))
     await node.start()
     print(f"node {node.address}", flush=True)
-    for url in node.urls:
-        print(f"listening {url}", flush=True)
-    if ready_line:
-        print("ready", flush=True)
-    try:
-        await wait_for_stop_signal()
-    finally:
-        await node.close()
+    await announce_and_serve(node.urls, ready_line, node.close)
 
 
 @click.command("node")

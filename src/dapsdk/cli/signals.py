@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable, Iterable
 
 
 async def wait_for_stop_signal() -> None:
@@ -17,3 +18,19 @@ async def wait_for_stop_signal() -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def announce_and_serve(
+    urls: Iterable[str], ready_line: bool, close: Callable[[], Awaitable[None]]
+) -> None:
+    """Print ``listening URL`` per listener (and ``ready``), serve until SIGINT/SIGTERM, close.
+
+    Tests and scripts read these lines to find the bound ports and the node's pinned identity."""
+    for url in urls:
+        print(f"listening {url}", flush=True)
+    if ready_line:
+        print("ready", flush=True)
+    try:
+        await wait_for_stop_signal()
+    finally:
+        await close()

@@ -9,7 +9,7 @@ import click
 from ..runtime.channel import Channel
 from ..runtime.loop import run
 from ..runtime.node import ChannelProc, StreamNode
-from .signals import wait_for_stop_signal
+from .signals import announce_and_serve
 
 
 def _echo(channel: Channel, ptype: int, data: bytes, _arg: object) -> int:
@@ -22,14 +22,7 @@ async def serve(urls: tuple[str, ...], ready_line: bool) -> None:
     await node.start()
     node.default_channel_proc = ChannelProc(packet_in=_echo)
     listeners = [await node.listen(url) for url in urls]
-    for listener in listeners:
-        print(f"listening {listener.url}", flush=True)
-    if ready_line:
-        print("ready", flush=True)
-    try:
-        await wait_for_stop_signal()
-    finally:
-        await node.close()
+    await announce_and_serve((listener.url for listener in listeners), ready_line, node.close)
 
 
 @click.command("stream-server")

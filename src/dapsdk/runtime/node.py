@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..stream.config import StreamConfig
-from ..stream.connection import StreamConnection
-from ..stream.constants import HEADER
+from ..stream.connection import StreamConnection, plaintext_error
 from ..stream.errors import ErrorCode, ProtocolError, RemoteError
 from ..stream.events import HandshakeCompleted, StreamEvent, StreamTerminated
 from ..stream.identity import NodeAddress, NodeIdentity
@@ -248,9 +247,8 @@ class StreamNode:
         def make_driver(sink: ByteSink) -> ConnectionDriver | None:
             if self.pending_handshakes >= self.max_pending_handshakes:
                 self.refused_handshakes += 1
-                reason = b"too many handshakes in progress"
-                body = ErrorCode.SERVER_BUSY.to_bytes(4, "little") + reason
-                sink.write_chunks([HEADER.pack(len(body), 0x05, 0, 0, 0) + body])
+                refusal = plaintext_error(ErrorCode.SERVER_BUSY, "too many handshakes in progress")
+                sink.write_chunks([refusal])
                 return None
             core = StreamConnection(self.config, self.identity, is_client=False, now=loop.time())
             return self._make_driver(core, loop, None, None, is_client=False)

@@ -64,6 +64,13 @@ _CLOSE_T = int(PacketType.CLOSE)
 _ERROR_T = int(PacketType.ERROR)
 
 
+def plaintext_error(code: int, reason: str, *, max_reason: int = 1024) -> bytes:
+    """A whole unencrypted ERROR packet, as sent before keys exist (protocol.md §5): e.g. a
+    server refusing a connection before any handshake work (``SERVER_BUSY``)."""
+    body = _ERROR.pack(code) + reason.encode("utf-8")[:max_reason]
+    return HEADER.pack(len(body), _ERROR_T, 0, 0, 0) + body
+
+
 class ConnectionState:
     HANDSHAKE = "handshake"
     ESTABLISHED = "established"

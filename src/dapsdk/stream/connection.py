@@ -20,6 +20,7 @@ from .base import (
     ConnectionBase,
     ConnectionState,
     StreamStats,
+    plaintext_error,
 )
 from .channel import ChannelState, PendingMessage
 from .constants import (
@@ -39,7 +40,13 @@ from .events import (
 )
 from .inbound import InboundMixin
 
-__all__ = ["ConnectionBase", "ConnectionState", "StreamConnection", "StreamStats"]
+__all__ = [
+    "ConnectionBase",
+    "ConnectionState",
+    "StreamConnection",
+    "StreamStats",
+    "plaintext_error",
+]
 
 
 class StreamConnection(InboundMixin):

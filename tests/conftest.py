@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from tests.redis_server import RedisServer, redis_server
 
 #: Transports the dap_stream behaviour tests run over (issue 4 extends this list).
 STREAM_TRANSPORTS = ["tcp", "ws", "quic"]
@@ -19,3 +24,10 @@ def listen_url(scheme: str) -> str:
     if scheme in ("ws", "wss"):
         return f"{scheme}://127.0.0.1:0/dapstream"
     return f"{scheme}://127.0.0.1:0"
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, stopped after the test."""
+    with redis_server(tmp_path / "redis") as server:
+        yield server

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dapsdk.node.config import (
+    NOT_SUPPORTED_YET,
     AvrsSection,
     ConfigError,
     NodeConfig,
@@ -65,8 +66,31 @@ def refuse(text: str, pattern: str) -> ConfigError:
     return err.value
 
 
+def _without_unsupported(text: str) -> str:
+    """The file minus the keys the node refuses as not supported yet (NOT_SUPPORTED_YET)."""
+    refused = {key for section, key in NOT_SUPPORTED_YET if section == "avrs"}
+    return "".join(
+        line for line in text.splitlines(keepends=True) if line.split("=")[0].strip() not in refused
+    )
+
+
+def test_seed_file_refuses_keys_the_node_does_not_act_on() -> None:
+    err = refuse(
+        SEED_CONFIG.replace("/etc/avrs", "/nonexistent"),
+        r"avrs_config\.cfg \[avrs\] supported_formats = 'h264,aac,webm': not supported yet",
+    )
+    assert (err.section, err.key, err.value) == ("avrs", "supported_formats", "h264,aac,webm")
+    defaults = {(row[0], row[1]): row[3] for row in reference_rows()}
+    for (section, key), why in NOT_SUPPORTED_YET.items():
+        line = f"{key} = {defaults[section, key] or 'redis://localhost:6379'}\n"
+        text = BASE + line if section == "avrs" else f"{BASE}[{section}]\n{line}"
+        with pytest.raises(ConfigError, match=rf"\[{section}\] {key} = .*not supported yet") as e:
+            parse(text)
+        assert why in str(e.value) and e.value.key == key
+
+
 def test_seed_file_loads_without_file_checks() -> None:
-    config = parse(SEED_CONFIG, check_files=False)
+    config = parse(_without_unsupported(SEED_CONFIG), check_files=False)
     avrs = config.avrs
     assert avrs.role == Role.SERVER
     assert avrs.cluster_id == "main_cluster"
@@ -75,17 +99,17 @@ def test_seed_file_loads_without_file_checks() -> None:
     assert avrs.private_key_file == Path("/etc/avrs/server.key")
     assert avrs.ca_certificate_file == Path("/etc/avrs/ca.crt")
     assert (avrs.max_connections, avrs.buffer_size, avrs.thread_pool_size) == (10000, 65536, 8)
-    assert avrs.supported_formats == ("h264", "aac", "webm")
-    assert (avrs.max_bitrate, avrs.adaptive_streaming) == (10_000_000, True)
     assert avrs.balancer_address == Endpoint("tcp", "192.168.1.101", 8081)
     assert (avrs.heartbeat_interval, avrs.reconnect_timeout) == (30.0, 60.0)
-    assert avrs.listen_endpoints == (Endpoint("tcp", "0.0.0.0", 8080),)
+    assert config.stream_config().keepalive_interval == 30.0  # the heartbeat is the keepalive
+    assert config.stream_config().keepalive_timeout == 90.0
+    assert avrs.listen_endpoints == (Endpoint("tcp", "127.0.0.1", 8079),)
     assert avrs.identity_key_file == Path("/etc/avrs/server.key")
 
 
 def test_seed_file_checks_that_files_exist() -> None:
     refuse(
-        SEED_CONFIG,
+        _without_unsupported(SEED_CONFIG),
         r"avrs_config\.cfg \[avrs\] certificate_file = '/etc/avrs/server\.crt': "
         r"file /etc/avrs/server\.crt does not exist",
     )
@@ -116,7 +140,7 @@ def test_our_keys_and_stream_section() -> None:
     config = parse(
         "[avrs]\nrole = host, operator, server\n"
         "listen = tcp://0.0.0.0:8080, ws://[::]:8081/avrs, quic://127.0.0.1:0\n"
-        "redis_url = redis://localhost:6379/0\nsignature_algorithm = ML-DSA-65\n"
+        "signature_algorithm = ML-DSA-65\n"
         "debug_more = yes\nbuffer_size = 128k\n"
         "[stream]\nkeepalive_timeout = 10\nkeepalive_interval = 2.5\nmax_channels = 64\n"
         "compression = lz4\n"
@@ -125,7 +149,6 @@ def test_our_keys_and_stream_section() -> None:
     assert avrs.role == Role.HOST | Role.OPERATOR | Role.SERVER
     assert [e.scheme for e in avrs.listen_endpoints] == ["tcp", "ws", "quic"]
     assert avrs.listen_endpoints[1].host == "::" and avrs.listen_endpoints[1].path == "/avrs"
-    assert avrs.redis_url == "redis://localhost:6379/0"
     assert avrs.signature_algorithm == "ml-dsa-65"
     assert avrs.debug_more is True
     stream = config.stream_config()
@@ -159,7 +182,10 @@ def test_our_keys_and_stream_section() -> None:
         ("heartbeat_interval = 0", r"heartbeat_interval = '0': must be a number of seconds > 0"),
         ("heartbeat_interval = nan", r"heartbeat_interval = 'nan'"),
         ("heartbeat_interval = soon", r"heartbeat_interval = 'soon'"),
-        ("reconnect_timeout = 10", r"reconnect_timeout = '10': must be >= heartbeat_interval"),
+        (
+            "heartbeat_interval = 30\nreconnect_timeout = 10",
+            r"reconnect_timeout = '10': must be >= heartbeat_interval",
+        ),
         ("role = admin", r"role = 'admin': unknown role 'admin'; allowed: client, host"),
         ("role =", r"role = '': no role given"),
         ("cluster_id = main cluster", r"cluster_id = 'main cluster': must be 1 to 64"),
@@ -183,7 +209,7 @@ def test_our_keys_and_stream_section() -> None:
 )
 def test_bad_values_name_the_key(line: str, message: str) -> None:
     err = refuse("[avrs]\nhost_address = h:1\n" + line + "\n", message)
-    key = line.split("=")[0].strip()
+    key = line.splitlines()[-1].split("=")[0].strip()
     assert err.key == key and err.section == "avrs" and err.path == "avrs_config.cfg"
 
 
@@ -231,7 +257,11 @@ def test_unknown_keys_and_sections_suggest() -> None:
                  r"'max_connections'\?")  # fmt: skip
     assert err.key == "max_conections"
     refuse(BASE + "[stream]\nkeepalive = 1\n", r"\[stream\] unknown key 'keepalive'; did you mean")
-    refuse(BASE + "colour = blue\n", r"unknown key 'colour'; known: role, cluster_id")
+    refuse(BASE + "colour = blue\n", r"unknown key 'colour'; known keys: role, cluster_id")
+    err = refuse(
+        BASE + "[colour]\n", r"unknown section \[colour\]; known sections: \[avrs\], \[stream\]$"
+    )
+    assert str(err).count("known sections") == 1 and err.section == "colour"
     refuse(BASE + "[steam]\n", r"unknown section \[steam\]; did you mean 'stream'\?")
     refuse(BASE + "[DEFAULT]\nrole = host\n", r"unknown section \[DEFAULT\]")
 

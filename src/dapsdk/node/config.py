@@ -18,6 +18,7 @@ import configparser
 import dataclasses
 import difflib
 import re
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,11 @@ from .values import (
     Choice,
     ClusterId,
     Context,
+    DirPath,
     FilePath,
+    HostPort,
     Integer,
+    ListenAddress,
     ListenUrls,
     Parser,
     PathList,
@@ -54,8 +58,26 @@ KNOWN_FORMATS: Final = (
     "webm", "mp4", "mpegts", "flv", "mkv", "ogg",
 )  # fmt: skip
 
-#: Where a node listens when ``listen`` is not set and its roles serve others.
-DEFAULT_LISTEN: Final = (Endpoint("tcp", "0.0.0.0", 8080),)
+#: Where a node listens when ``listen`` is not set and its roles serve others (loopback only:
+#: serving other machines is a decision written in the file).
+DEFAULT_LISTEN: Final = (Endpoint("tcp", "127.0.0.1", 8079),)
+DEFAULT_RTMP: Final = HostPort("127.0.0.1", 1935)
+DEFAULT_HTTP: Final = HostPort("127.0.0.1", 8080)
+DEFAULT_DATA_DIR: Final = Path("avrs-data")
+#: The file in ``data_dir`` that holds the node's identity key when no key file is configured.
+IDENTITY_FILE_NAME: Final = "node.key"
+
+#: Keys that parse but that the node does not act on yet: setting one in a file is refused at load
+#: with "not supported yet" and the reason, never silently ignored. A helper who implements a
+#: key removes its row here (and the docs' key reference is regenerated from this table).
+NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
+    ("avrs", "redis_url"): "the cluster registry is embedded (in memory) in this version",
+    ("avrs", "supported_formats"): "media format conversion is not part of the node yet",
+    ("avrs", "max_bitrate"): "the node does not measure or cap stream bitrates yet",
+    ("avrs", "adaptive_streaming"): "the node does not transcode renditions yet",
+    ("avrs", "loopback_no_credentials"): "publish/play without credentials is not built yet",
+    ("avrs", "token_required"): "publish/play admission by address is not built yet",
+}
 _SERVING_ROLES: Final = Role.HOST | Role.SERVER | Role.BALANCER
 _MIB: Final = 1024 * 1024
 
@@ -134,7 +156,9 @@ class AvrsSection:
     thread_pool_size: int = field(
         default=8,
         metadata=_meta(
-            Integer(1, 1024), "Worker threads for blocking work (media decoding, file I/O)"
+            Integer(1, 1024),
+            "Worker threads of the event loop's default executor, which runs the node's blocking "
+            "work (media decoding, file I/O)",
         ),
     )
     supported_formats: tuple[str, ...] = field(
@@ -158,8 +182,12 @@ class AvrsSection:
         ),
     )
     heartbeat_interval: float = field(
-        default=30.0,
-        metadata=_meta(Seconds(0, 3600), "Seconds between membership heartbeats to the host"),
+        default=StreamConfig().keepalive_interval,
+        metadata=_meta(
+            Seconds(0, 3600),
+            "Idle seconds before a keepalive PING on each stream: the default of [stream] "
+            "keepalive_interval (keepalive_timeout then defaults to 3 times it)",
+        ),
     )
     reconnect_timeout: float = field(
         default=60.0,
@@ -172,8 +200,57 @@ class AvrsSection:
         default=None,
         metadata=_meta(
             ListenUrls(),
-            "Where to accept peers; unset: tcp://0.0.0.0:8080 for host/server/balancer, "
-            "nothing for other roles",
+            "Where to accept dap_stream peers; unset: tcp://127.0.0.1:8079 for "
+            "host/server/balancer, nothing for other roles. wss:// needs tls_certificate_file",
+        ),
+    )
+    tls_certificate_file: Path | None = field(
+        default=None,
+        metadata=_meta(
+            FilePath(),
+            "PEM certificate (chain) served by wss:// listeners (checked at load with its key)",
+        ),
+    )
+    tls_private_key_file: Path | None = field(
+        default=None,
+        metadata=_meta(FilePath(), "PEM private key of tls_certificate_file"),
+    )
+    data_dir: Path | None = field(
+        default=DEFAULT_DATA_DIR,
+        metadata=_meta(
+            DirPath(),
+            f"Node state directory (created on first start): the identity key "
+            f"{IDENTITY_FILE_NAME} when neither identity_file nor private_key_file is set; "
+            f"empty: none (a new identity on every start)",
+        ),
+    )
+    rtmp_listen: HostPort | None = field(
+        default=DEFAULT_RTMP,
+        metadata=_meta(
+            ListenAddress(),
+            "Where RTMP ingest listens (rtmp://HOST:PORT/live/NAME); validated, bound only by a "
+            "node that serves RTMP",
+        ),
+    )
+    http_listen: HostPort | None = field(
+        default=DEFAULT_HTTP,
+        metadata=_meta(
+            ListenAddress(),
+            "Where the HTTP gateway listens; validated, bound only by a node that serves HTTP",
+        ),
+    )
+    loopback_no_credentials: bool = field(
+        default=True,
+        metadata=_meta(
+            Boolean(),
+            "Publishers and players connecting from a loopback address need no credentials",
+        ),
+    )
+    token_required: bool = field(
+        default=True,
+        metadata=_meta(
+            Boolean(),
+            "Publishers and players from other addresses need an access token (in the join)",
         ),
     )
     identity_file: Path | None = field(
@@ -229,8 +306,16 @@ class AvrsSection:
 
     @property
     def identity_key_file(self) -> Path | None:
-        """The node's identity key: ``identity_file``, else ``private_key_file``."""
-        return self.identity_file or self.private_key_file
+        """The node's identity key: ``identity_file``, else ``private_key_file``, else
+        ``data_dir/node.key``; None only when all three are unset (an ephemeral identity)."""
+        if self.identity_file or self.private_key_file:
+            return self.identity_file or self.private_key_file
+        return None if self.data_dir is None else self.data_dir / IDENTITY_FILE_NAME
+
+    @property
+    def tls_listen(self) -> bool:
+        """Whether a listener needs the TLS certificate (``wss://``)."""
+        return any(endpoint.scheme == "wss" for endpoint in self.listen_endpoints)
 
     @property
     def listen_endpoints(self) -> tuple[Endpoint, ...]:
@@ -353,13 +438,22 @@ SECTIONS: Final[Mapping[str, type[AvrsSection] | type[StreamSection]]] = {
 }
 
 
+#: How the key reference marks a key of :data:`NOT_SUPPORTED_YET` (tests look for it in the docs).
+NOT_SUPPORTED_MARK: Final = "**not supported yet**"
+
+
 def reference_rows() -> Iterator[tuple[str, str, str, str, str, str]]:
-    """``(section, key, type, default, allowed, meaning)`` for every key, in declaration order."""
+    """``(section, key, type, default, allowed, meaning)`` for every key, in declaration order.
+    The meaning of a key the node refuses starts with :data:`NOT_SUPPORTED_MARK` and the reason."""
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             parser: Parser = f.metadata["parser"]
+            meaning = f.metadata["doc"]
+            why = NOT_SUPPORTED_YET.get((section, f.name))
+            if why is not None:
+                meaning = f"{NOT_SUPPORTED_MARK} (refused at load: {why}). {meaning}"
             yield (section, f.name, parser.type_name, parser.format(f.default), parser.allowed,
-                   f.metadata["doc"])  # fmt: skip
+                   meaning)  # fmt: skip
 
 
 def load_node_config(path: str | Path, *, check_files: bool = True) -> NodeConfig:
@@ -400,8 +494,8 @@ def parse_node_config(
     unknown = [name for name in ini.sections() if name not in SECTIONS]
     if unknown:
         raise ConfigError(
-            f"{source}: unknown section [{unknown[0]}]{_suggest(unknown[0], SECTIONS)}; "
-            f"known sections: {', '.join(f'[{s}]' for s in SECTIONS)}",
+            f"{source}: unknown section [{unknown[0]}]"
+            f"{_suggest(unknown[0], SECTIONS, what='sections')}",
             path=source,
             section=unknown[0],
         )
@@ -409,7 +503,10 @@ def parse_node_config(
         raise ConfigError(f"{source}: no [avrs] section", path=source, section="avrs")
     avrs_values = _section_values(ini, "avrs", AvrsSection, ctx, source)
     stream_values = _section_values(ini, "stream", StreamSection, ctx, source)
+    if "data_dir" not in avrs_values:
+        avrs_values["data_dir"] = ctx.base_dir / DEFAULT_DATA_DIR
     avrs = AvrsSection(**avrs_values)
+    _heartbeat_defaults(avrs, avrs_values, stream_values, source)
     if "max_packet_payload" not in stream_values:
         stream_values["max_packet_payload"] = avrs.buffer_size
     elif "buffer_size" in avrs_values and avrs.buffer_size != stream_values["max_packet_payload"]:
@@ -488,12 +585,39 @@ def _section_values(
             values[key] = parser.parse(raw, ctx)
         except BadValue as exc:
             raise _value_error(source, section, key, raw, exc.allowed) from None
+        why = NOT_SUPPORTED_YET.get((section, key))
+        if why is not None:
+            raise _value_error(
+                source, section, key, raw, f"not supported yet ({why}); remove the key"
+            )
     return values
 
 
-def _suggest(name: str, known: Mapping[str, object]) -> str:
+def _suggest(name: str, known: Mapping[str, object], *, what: str = "keys") -> str:
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    names = (f"[{n}]" for n in known) if what == "sections" else iter(known)
+    return f"; known {what}: {', '.join(names)}"
+
+
+def _heartbeat_defaults(
+    avrs: AvrsSection, avrs_values: dict[str, Any], stream_values: dict[str, Any], source: str
+) -> None:
+    """``[avrs] heartbeat_interval`` is the default of ``[stream] keepalive_interval`` (the PING
+    interval of every stream); ``keepalive_timeout`` then defaults to three intervals."""
+    if "heartbeat_interval" not in avrs_values:
+        return
+    if "keepalive_interval" in stream_values:
+        if stream_values["keepalive_interval"] != avrs.heartbeat_interval:
+            raise _value_error(
+                source, "stream", "keepalive_interval", str(stream_values["keepalive_interval"]),
+                f"must equal [avrs] heartbeat_interval = {avrs.heartbeat_interval:g} "
+                f"(set only one of them)",
+            )  # fmt: skip
+        return
+    stream_values["keepalive_interval"] = avrs.heartbeat_interval
+    stream_values.setdefault("keepalive_timeout", 3 * avrs.heartbeat_interval)
 
 
 def _value_error(source: str, section: str, key: str, raw: str, problem: str) -> ConfigError:
@@ -527,7 +651,7 @@ def _check_avrs(avrs: AvrsSection, source: str, ini: configparser.ConfigParser) 
             f"must be >= heartbeat_interval ({avrs.heartbeat_interval:g})",
         )  # fmt: skip
     if avrs.certificate_file is not None:
-        if avrs.identity_key_file is None:
+        if avrs.identity_file is None and avrs.private_key_file is None:
             raise missing("private_key_file", "when certificate_file is set")
         if avrs.ca_certificate_file is None:
             raise missing("ca_certificate_file", "when certificate_file is set")
@@ -543,6 +667,19 @@ def _check_avrs(avrs: AvrsSection, source: str, ini: configparser.ConfigParser) 
             source, "avrs", "identity_file", _raw(ini, "avrs", "identity_file", ""),
             f"names another file than private_key_file ({avrs.private_key_file}); the certificate "
             f"binds the identity key, so set only one of them",
+        )  # fmt: skip
+    tls_keys = (avrs.tls_certificate_file is not None, avrs.tls_private_key_file is not None)
+    if avrs.tls_listen and not all(tls_keys):
+        key = "tls_private_key_file" if tls_keys[0] else "tls_certificate_file"
+        raise missing(key, "when listen has a wss:// URL")
+    if any(tls_keys) and not all(tls_keys):
+        key = "tls_private_key_file" if tls_keys[0] else "tls_certificate_file"
+        raise missing(key, "with the other tls_* key")
+    if any(tls_keys) and not avrs.tls_listen:
+        key = "tls_certificate_file" if tls_keys[0] else "tls_private_key_file"
+        raise _value_error(
+            source, "avrs", key, _raw(ini, "avrs", key, ""),
+            "is used only by wss:// listeners, and listen has none",
         )  # fmt: skip
     if avrs.totp_secret_file is not None and not avrs.role & ADMIN_ROLES:
         raise _value_error(
@@ -581,7 +718,7 @@ def _check_files(avrs: AvrsSection, source: str, ini: configparser.ConfigParser)
 
     for key in (
         "certificate_file", "private_key_file", "ca_certificate_file", "crl_file",
-        "totp_secret_file",
+        "totp_secret_file", "tls_certificate_file", "tls_private_key_file",
     ):  # fmt: skip
         path = getattr(avrs, key)
         if path is not None and not path.is_file():
@@ -591,3 +728,25 @@ def _check_files(avrs: AvrsSection, source: str, ini: configparser.ConfigParser)
             raise absent("token_issuers", path, "file")
     if avrs.identity_file is not None and not avrs.identity_file.parent.is_dir():
         raise absent("identity_file", avrs.identity_file.parent, "directory")
+    if avrs.data_dir is not None and avrs.data_dir.exists() and not avrs.data_dir.is_dir():
+        raw = _raw(ini, "avrs", "data_dir", str(avrs.data_dir))
+        raise _value_error(source, "avrs", "data_dir", raw, f"{avrs.data_dir} is not a directory")
+    if avrs.tls_certificate_file is not None and avrs.tls_private_key_file is not None:
+        try:
+            tls_server_context(avrs)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raw = _raw(ini, "avrs", "tls_certificate_file", str(avrs.tls_certificate_file))
+            raise _value_error(
+                source, "avrs", "tls_certificate_file", raw,
+                f"does not load with tls_private_key_file {avrs.tls_private_key_file}: {exc}",
+            ) from None  # fmt: skip
+
+
+def tls_server_context(avrs: AvrsSection) -> ssl.SSLContext:
+    """The server TLS context of ``wss://`` listeners, from ``tls_certificate_file`` and
+    ``tls_private_key_file``; raises ``ssl.SSLError``/``OSError`` when they do not load."""
+    if avrs.tls_certificate_file is None or avrs.tls_private_key_file is None:
+        raise ValueError("tls_certificate_file and tls_private_key_file are not set")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(avrs.tls_certificate_file, avrs.tls_private_key_file)
+    return context

@@ -77,14 +77,26 @@ def _fail(config: NodeConfig, key: str, path: object, problem: object) -> Config
 
 
 def _identity(config: NodeConfig, create: bool) -> NodeIdentity:
+    """The node's identity key: ``identity_file``/``private_key_file``, else ``data_dir/node.key``.
+    ``identity_file`` and the data-directory key are created on first start (mode 0600) and reused
+    afterwards, so the node's address is stable; only ``data_dir =`` (empty) is ephemeral."""
     avrs = config.avrs
     path = avrs.identity_key_file
-    key_name = "identity_file" if avrs.identity_file is not None else "private_key_file"
+    if avrs.identity_file is not None:
+        key_name = "identity_file"
+    elif avrs.private_key_file is not None:
+        key_name = "private_key_file"
+    else:
+        key_name = "data_dir"
     if path is None:
-        return NodeIdentity.generate()  # ephemeral: a new address on every start
-    if not path.exists() and create and key_name == "identity_file":
+        return NodeIdentity.generate()  # data_dir = (empty): a new address on every start
+    if not path.exists() and create and key_name != "private_key_file":
         identity = NodeIdentity.generate()
-        save_private_key(path, identity.private_key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            save_private_key(path, identity.private_key)
+        except OSError as exc:
+            raise _fail(config, key_name, path, f"cannot create the identity key: {exc}") from None
         return identity
     try:
         return NodeIdentity(load_private_key(path))

@@ -197,6 +197,40 @@ class ListenUrls(Parser):
         return "" if value is None else ",".join(endpoint.url for endpoint in value)
 
 
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A plain ``host:port`` listen address of a non-dap_stream service (RTMP, HTTP)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class ListenAddress(Parser):
+    """``host:port`` where a service listens; port 0 picks a free port; empty: the service is off."""
+
+    type_name = "host:port"
+    allowed = "host:port with a port in 0..65535 (0 picks a free port); empty: off"
+
+    def parse(self, raw: str, ctx: Context) -> HostPort | None:
+        text = raw.strip()
+        if not text:
+            return None
+        if "://" in text or "/" in text or "?" in text:
+            raise BadValue(f"must be {self.allowed} (no scheme, path or query)")
+        try:
+            endpoint = parse_endpoint(text)
+        except ValueError as exc:
+            raise BadValue(f"must be {self.allowed} ({exc})") from None
+        return HostPort(endpoint.host, endpoint.port)
+
+    def format(self, value: Any) -> str:
+        return "" if value is None else str(value)
+
+
 class FilePath(Parser):
     """A file path; relative paths are relative to the config file; empty means unset."""
 
@@ -209,6 +243,11 @@ class FilePath(Parser):
             return None
         path = Path(text).expanduser()
         return path if path.is_absolute() else ctx.base_dir / path
+
+
+class DirPath(FilePath):
+    type_name = "directory"
+    allowed = "a directory path (relative to the config file's directory); empty: none"
 
 
 class PathList(Parser):

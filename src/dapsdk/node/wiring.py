@@ -15,8 +15,10 @@ token); they are members only once a token they present verifies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dapsdk.avrs.callbacks import ContentCallbacks
@@ -26,6 +28,7 @@ from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
 from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpService
 from dapsdk.runtime.node import Listener, StreamNode
+from dapsdk.runtime.ws import set_tls
 from dapsdk.services.auth import CertificateInfo
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
@@ -33,7 +36,7 @@ from dapsdk.services.avrs_cluster import ClusterDirectory, Membership
 from dapsdk.stream.config import PeerIdentity, PeerVerifier
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
-from .config import NodeConfig
+from .config import NodeConfig, tls_server_context
 from .credentials import NodeCredentials, load_node_credentials
 from .debug import set_avrs_debug
 
@@ -80,9 +83,20 @@ class AvrsNode:
         return [listener.url for listener in self.listeners]
 
     async def start(self) -> None:
-        """Start the stream node and listen on the configured endpoints."""
+        """Start the stream node and listen on the configured endpoints.
+
+        The running loop's default executor becomes a pool of ``thread_pool_size`` threads (the
+        node's blocking work runs there: ``loop.run_in_executor(None, ...)``); ``wss://``
+        listeners serve ``tls_certificate_file``."""
         if self.started:
             return
+        avrs = self.config.avrs
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(
+            ThreadPoolExecutor(max_workers=avrs.thread_pool_size, thread_name_prefix="avrs-worker")
+        )
+        if avrs.tls_listen:
+            set_tls(server=tls_server_context(avrs))
         await self.stream_node.start()
         try:
             for endpoint in self.config.avrs.listen_endpoints:

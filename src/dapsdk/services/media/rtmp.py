@@ -139,7 +139,10 @@ class RtmpServerConnection:
     """One RTMP connection seen from the server."""
 
     def __init__(
-        self, *, max_message_size: int = DEFAULT_MAX_MESSAGE, rng: Callable[[int], bytes] = os.urandom
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
+        rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
         if max_message_size < 1024:
             raise ValueError("max_message_size must be at least 1024")

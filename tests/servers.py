@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def stream_server(*urls: str) -> Iterator[list[str]]:
+def stream_server(*urls: str, extra_args: tuple[str, ...] = ()) -> Iterator[list[str]]:
     """Run ``avrs stream-server`` (an echo node) in its own process; yield its bound URLs."""
-    args = [sys.executable, "-m", "dapsdk.cli", "stream-server", "--ready"]
+    args = [sys.executable, "-m", "dapsdk.cli", "stream-server", "--ready", *extra_args]
     for url in urls or ("tcp://127.0.0.1:0",):
         args += ["--listen", url]
     proc = subprocess.Popen(

@@ -11,10 +11,11 @@ import pytest
 from dapsdk.runtime.channel import Channel
 from dapsdk.runtime.endpoint import parse_endpoint
 from dapsdk.runtime.node import ChannelProc, StreamNode
+from dapsdk.stream.admission import AdmissionConfig
 from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.connection import StreamConnection
 from dapsdk.stream.constants import HEADER, ChannelId, PacketType
-from dapsdk.stream.errors import ErrorCode, ProtocolError, RemoteError, StreamClosedError
+from dapsdk.stream.errors import ErrorCode, ProtocolError, StreamClosedError
 from dapsdk.stream.identity import NodeIdentity
 
 from ..conftest import listen_url
@@ -136,8 +137,10 @@ async def test_server_sending_garbage_gives_client_a_clear_exception() -> None:
     server.close()
 
 
-async def test_handshake_cap_refuses_with_server_busy() -> None:
-    async with StreamNode(max_pending_handshakes=1) as server:
+async def test_full_handshake_table_evicts_the_oldest_incomplete_handshake() -> None:
+    # One slot; cookies only beyond it: a new connection evicts the pending one with SERVER_BUSY.
+    admission = AdmissionConfig(max_pending=1, per_source=2, per_prefix=2, cookie_threshold=2)
+    async with StreamNode(admission=admission) as server:
         listener = await server.listen("tcp://127.0.0.1:0")
         # A client that sends HELLO and never finishes keeps one handshake pending.
         hello = b"".join(
@@ -149,11 +152,18 @@ async def test_handshake_cap_refuses_with_server_busy() -> None:
         writer.write(hello)
         response_header = await asyncio.wait_for(reader.readexactly(12), 10)
         assert HEADER.unpack(response_header)[1:3] == (PacketType.CONTROL, 1)  # RESPONSE: pending
+        size = HEADER.unpack(response_header)[0]
+        await asyncio.wait_for(reader.readexactly(size), 10)
         assert server.pending_handshakes == 1
         async with StreamNode() as client:
-            with pytest.raises(RemoteError) as info:
-                await client.connect(listener.url)
-            assert info.value.code == ErrorCode.SERVER_BUSY
+            stream = await client.connect(listener.url)
+            assert stream.is_active
+        # The stalled handshake was told why it was dropped.
+        header = HEADER.unpack(await asyncio.wait_for(reader.readexactly(12), 10))
+        assert header[1] == PacketType.ERROR
+        body = await asyncio.wait_for(reader.readexactly(header[0]), 10)
+        assert struct.unpack_from("<I", body)[0] == ErrorCode.SERVER_BUSY
+        assert server.admission.stats.evicted == 1
         writer.close()
 
 

@@ -17,8 +17,8 @@ def _echo(channel: Channel, ptype: int, data: bytes, _arg: object) -> int:
     return len(data)
 
 
-async def serve(urls: tuple[str, ...], ready_line: bool) -> None:
-    node = StreamNode()
+async def serve(urls: tuple[str, ...], ready_line: bool, max_connections: int = 10000) -> None:
+    node = StreamNode(max_connections=max_connections)
     await node.start()
     node.default_channel_proc = ChannelProc(packet_in=_echo)
     listeners = [await node.listen(url) for url in urls]
@@ -35,11 +35,18 @@ async def serve(urls: tuple[str, ...], ready_line: bool) -> None:
     help="URL to listen on (repeatable): tcp://host:port; port 0 picks a free port.",
 )
 @click.option("--ready", is_flag=True, help="Print 'ready' once every listener is up.")
-def stream_server(urls: tuple[str, ...], ready: bool) -> None:
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=10000,
+    show_default=True,
+    help="Established streams accepted; beyond: ERROR CONNECTION_LIMIT.",
+)
+def stream_server(urls: tuple[str, ...], ready: bool, max_connections: int) -> None:
     """Run a dap_stream echo node: every message on any channel is sent back on that channel.
     Prints the bound URLs (with the node address to pin as ?node=...)."""
     try:
-        run(serve(urls, ready))
+        run(serve(urls, ready, max_connections))
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

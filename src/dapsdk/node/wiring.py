@@ -193,7 +193,7 @@ def build_node(
     stream_node = StreamNode(
         identity,
         stream_config,
-        max_pending_handshakes=min(128, config.avrs.max_connections),
+        max_connections=config.avrs.max_connections,
         accept_unknown_channels=False,
     )
     service = AvrsService(directory, avrs, content_callbacks=content_callbacks)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 
+from ..stream.admission import COOKIE_SIZE, AdmissionConfig, HandshakeAdmission
 from ..stream.config import StreamConfig
-from ..stream.connection import StreamConnection, plaintext_error
+from ..stream.connection import StreamConnection
 from ..stream.errors import ErrorCode, ProtocolError, RemoteError
 from ..stream.events import HandshakeCompleted, StreamEvent, StreamTerminated
 from ..stream.identity import NodeAddress, NodeIdentity
@@ -26,9 +27,17 @@ from .transport import TransportServer, get_transport
 
 log = logging.getLogger("dapsdk.runtime.node")
 
-#: Unauthenticated connections (handshake in progress) a node accepts at once; more are refused
-#: with ERROR(SERVER_BUSY) before any key agreement work.
-DEFAULT_MAX_PENDING_HANDSHAKES = 128
+#: Unauthenticated connections (handshake in progress) a node keeps at once; a new connection
+#: beyond it evicts the least advanced, oldest one (stream/admission.py).
+DEFAULT_MAX_PENDING_HANDSHAKES = AdmissionConfig().max_pending
+
+
+def peer_host(sink: object) -> str:
+    """The remote address of a transport adapter (its ``peername``), "" when unknown."""
+    peername = getattr(sink, "peername", None)
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername) if peername else ""
 
 
 @dataclass(slots=True)
@@ -54,18 +63,49 @@ class Listener:
         return self.endpoint.url
 
 
+def cookie_from_error(exc: RemoteError) -> bytes | None:
+    """The cookie of a ``RETRY_WITH_COOKIE`` refusal (hex in the reason), or None."""
+    if exc.code != ErrorCode.RETRY_WITH_COOKIE:
+        return None
+    try:
+        cookie = bytes.fromhex(exc.reason.strip())
+    except ValueError:
+        return None
+    return cookie if len(cookie) == COOKIE_SIZE else None
+
+
 class StreamNode:
     def __init__(
         self,
         identity: NodeIdentity | None = None,
         config: StreamConfig | None = None,
         *,
-        max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+        max_pending_handshakes: int | None = None,
+        admission: AdmissionConfig | None = None,
+        max_connections: int | None = None,
         accept_unknown_channels: bool = True,
     ) -> None:
         self.identity = identity or NodeIdentity.generate()
         self.config = config or StreamConfig()
-        self.max_pending_handshakes = max_pending_handshakes
+        admission = admission or AdmissionConfig()
+        if max_pending_handshakes is not None:
+            admission = replace(
+                admission,
+                max_pending=max_pending_handshakes,
+                per_source=min(admission.per_source, max_pending_handshakes),
+                per_prefix=min(admission.per_prefix, max_pending_handshakes),
+                cookie_threshold=min(admission.cookie_threshold, max_pending_handshakes),
+            )
+        self.admission = HandshakeAdmission(admission)
+        """Handshakes in progress on this node's listeners (per-source limits, eviction, cookies)."""
+        if max_connections is not None and max_connections < 1:
+            raise ValueError(f"max_connections = {max_connections}: must be >= 1 or None")
+        self.max_connections = max_connections
+        """Established streams accepted by the listeners; None: unlimited."""
+        self.accepted_streams = 0
+        """Established streams accepted by the listeners now."""
+        self.refused_connections = 0
+        """Connections refused because ``max_connections`` streams were established."""
         self.accept_unknown_channels = accept_unknown_channels
         self.sessions: dict[int, Session] = {}
         self.streams: dict[int, Stream] = {}
@@ -76,8 +116,10 @@ class StreamNode:
         """Handlers for peer-opened channels that have no proc of their own."""
         self.on_stream: Callable[[Stream], None] | None = None
         """Called for each stream accepted by a listener, after its handshake."""
-        self.pending_handshakes = 0
-        self.refused_handshakes = 0
+        self._pending: dict[
+            Hashable, ConnectionDriver
+        ] = {}  # admission key -> driver, in handshake
+        self._next_key = 0
         self._pool: dict[str, Stream] = {}
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +127,21 @@ class StreamNode:
     @property
     def address(self) -> NodeAddress:
         return self.identity.address
+
+    @property
+    def max_pending_handshakes(self) -> int:
+        return self.admission.config.max_pending
+
+    @property
+    def pending_handshakes(self) -> int:
+        """Handshakes in progress on this node's listeners."""
+        return len(self.admission)
+
+    @property
+    def refused_handshakes(self) -> int:
+        """Handshakes evicted or answered with a cookie instead of key agreement work."""
+        stats = self.admission.stats
+        return stats.evicted + stats.cookies_sent
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -208,15 +265,34 @@ class StreamNode:
     async def connect(
         self, target: Endpoint | str, *, expected: NodeAddress | None = None
     ) -> Stream:
-        """Open a new stream to ``target`` and complete the handshake; raise on failure."""
+        """Open a new stream to ``target`` and complete the handshake; raise on failure.
+
+        A responder under load answers the first HELLO with a cookie (``RETRY_WITH_COOKIE``);
+        the handshake is then repeated once on a new connection with the cookie echoed."""
         endpoint = parse_endpoint(target) if isinstance(target, str) else target
         expected = expected or endpoint.node
+        try:
+            return await self._connect_once(endpoint, expected, None)
+        except RemoteError as exc:
+            cookie = cookie_from_error(exc)
+            if cookie is None:
+                raise
+        return await self._connect_once(endpoint, expected, cookie)
+
+    async def _connect_once(
+        self, endpoint: Endpoint, expected: NodeAddress | None, cookie: bytes | None
+    ) -> Stream:
         loop = asyncio.get_running_loop()
         handshake: asyncio.Future[Stream] = loop.create_future()
 
         def make_driver(sink: ByteSink) -> ConnectionDriver:
             core = StreamConnection(
-                self.config, self.identity, is_client=True, now=loop.time(), expected_peer=expected
+                self.config,
+                self.identity,
+                is_client=True,
+                now=loop.time(),
+                expected_peer=expected,
+                cookie=cookie,
             )
             return self._make_driver(core, loop, endpoint, handshake, is_client=True)
 
@@ -245,13 +321,7 @@ class StreamNode:
         loop = asyncio.get_running_loop()
 
         def make_driver(sink: ByteSink) -> ConnectionDriver | None:
-            if self.pending_handshakes >= self.max_pending_handshakes:
-                self.refused_handshakes += 1
-                refusal = plaintext_error(ErrorCode.SERVER_BUSY, "too many handshakes in progress")
-                sink.write_chunks([refusal])
-                return None
-            core = StreamConnection(self.config, self.identity, is_client=False, now=loop.time())
-            return self._make_driver(core, loop, None, None, is_client=False)
+            return self._accept(sink, loop)
 
         server, bound = await transport.listen(endpoint, make_driver)
         bound = Endpoint(bound.scheme, bound.host, bound.port, bound.path, self.address)
@@ -267,15 +337,14 @@ class StreamNode:
         handshake: asyncio.Future[Stream] | None,
         *,
         is_client: bool,
+        admission_key: int | None = None,
     ) -> ConnectionDriver:
-        self.pending_handshakes += 1
         state: dict[str, Stream | None] = {"stream": None}
-        counted = [True]
 
         def uncount() -> None:
-            if counted[0]:
-                counted[0] = False
-                self.pending_handshakes -= 1
+            if admission_key is not None:
+                self.admission.discard(admission_key)
+                self._pending.pop(admission_key, None)
 
         def on_event(event: StreamEvent) -> None:
             stream = state["stream"]
@@ -283,7 +352,19 @@ class StreamNode:
                 stream.handle_event(event)
                 return
             if isinstance(event, HandshakeCompleted):
-                uncount()
+                if admission_key is not None:
+                    self.admission.complete(admission_key)
+                    self._pending.pop(admission_key, None)
+                    if (
+                        self.max_connections is not None
+                        and self.accepted_streams >= self.max_connections
+                    ):
+                        self.refused_connections += 1
+                        driver.abort(
+                            ErrorCode.CONNECTION_LIMIT,
+                            f"node has max_connections ({self.max_connections}) streams",
+                        )
+                        return
                 stream = Stream(self, driver, event.peer, endpoint=endpoint, is_client=is_client)
                 state["stream"] = stream
                 self._stream_started(stream)
@@ -304,8 +385,44 @@ class StreamNode:
         driver = ConnectionDriver(core, loop, on_event)
         return driver
 
+    def _accept(self, sink: ByteSink, loop: asyncio.AbstractEventLoop) -> ConnectionDriver:
+        """A listener accepted a connection: admit it (evicting others if need be)."""
+        now = loop.time()
+        self._next_key += 1
+        key = self._next_key
+        host = peer_host(sink)
+        for victim in self.admission.admit(key, host, now):
+            evicted = self._pending.pop(victim, None)
+            if evicted is not None:
+                evicted.abort(ErrorCode.SERVER_BUSY, "handshake evicted: too many in progress")
+        core = StreamConnection(self.config, self.identity, is_client=False, now=now)
+        driver = self._make_driver(core, loop, None, None, is_client=False, admission_key=key)
+        self._pending[key] = driver
+
+        def gate(cookie: bytes | None) -> tuple[int, str] | None:
+            if self.max_connections is not None and self.accepted_streams >= self.max_connections:
+                self.refused_connections += 1
+                self.admission.discard(key)
+                self._pending.pop(key, None)
+                return (
+                    ErrorCode.CONNECTION_LIMIT,
+                    f"node has max_connections ({self.max_connections}) streams",
+                )
+            verdict = self.admission.hello(key, cookie, loop.time())
+            if verdict.proceed:
+                return None
+            self._pending.pop(key, None)
+            if verdict.cookie:
+                return ErrorCode.RETRY_WITH_COOKIE, verdict.cookie.hex()
+            return ErrorCode.SERVER_BUSY, "handshake evicted: too many in progress"
+
+        core.hello_gate = gate
+        return driver
+
     def _stream_started(self, stream: Stream) -> None:
         self.streams[stream.id] = stream
+        if not stream.is_client:
+            self.accepted_streams += 1
         same_peer = [
             s
             for s in self.streams.values()
@@ -318,7 +435,8 @@ class StreamNode:
             stream.sessions.append(session)
 
     def _stream_ended(self, stream: Stream) -> None:
-        self.streams.pop(stream.id, None)
+        if self.streams.pop(stream.id, None) is not None and not stream.is_client:
+            self.accepted_streams -= 1
         for session in stream.sessions:
             if not stream.is_client:
                 session.is_active = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 
 from .channel import ChannelCore, ChannelState
 from .config import StreamConfig
@@ -38,6 +39,11 @@ from .identity import NodeAddress, NodeIdentity
 from .ratelimit import CheapPacketPolicer, TokenBucket
 
 log = logging.getLogger("dapsdk.stream")
+
+#: Admission hook of a responder, called with the echoed cookie (or None) when a whole HELLO
+#: arrived and before any key agreement: None to proceed, or (code, reason) to answer with a
+#: plaintext ERROR and close (``RETRY_WITH_COOKIE`` carries the cookie as hex in the reason).
+HelloGate = Callable[[bytes | None], tuple[int, str] | None]
 
 # Wire layouts of the bodies (docs/protocol.md §5), shared by the outbound and inbound parts.
 
@@ -121,6 +127,7 @@ class ConnectionBase:
         is_client: bool,
         now: float,
         expected_peer: NodeAddress | None = None,
+        cookie: bytes | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -176,7 +183,13 @@ class ConnectionBase:
         self._close_requested: tuple[int, str] | None = None
         self._stream_close_sent = False
         self._handshake_sent_at: float | None = None  # for the first RTT sample
+        self.hello_gate: HelloGate | None = None
+        """Responder: asked before any key agreement work for a HELLO (admission policy)."""
+        self.peer_cookie: bytes | None = None
+        """Responder: the cookie the initiator echoed before its HELLO, if any."""
         if is_client:
+            if cookie is not None:
+                self._write_plain(_CONTROL, int(HandshakeStep.COOKIE), cookie)
             self._write_plain(_CONTROL, int(HandshakeStep.HELLO), self.handshake.start())
             self._handshake_sent_at = now
 

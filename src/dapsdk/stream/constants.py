@@ -94,6 +94,8 @@ class HandshakeStep(enum.IntEnum):
     HELLO = 0
     RESPONSE = 1
     FINISH = 2
+    COOKIE = 0x10
+    """Initiator's cookie echo, sent right before HELLO on a retried connection (§3.7)."""
 
 
 class Feature(enum.IntFlag):

@@ -32,7 +32,9 @@ class ErrorCode(enum.IntEnum):
     UNENCRYPTED = 0x12  #: a packet without ENCRYPTED after the handshake
     CANCELLED = 0x13  #: closed by the application
     COMPRESSION_ERROR = 0x14
-    SERVER_BUSY = 0x15  #: too many handshakes in progress
+    SERVER_BUSY = 0x15  #: too many handshakes in progress (or this one was evicted)
+    RETRY_WITH_COOKIE = 0x16  #: under load: repeat HELLO with the cookie in the reason (§3.7)
+    CONNECTION_LIMIT = 0x17  #: the node has max_connections established streams
 
     @classmethod
     def coerce(cls, value: int) -> ErrorCode | int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from . import compression
+from .admission import COOKIE_SIZE
 from .base import (
     _BATCH,
     _CLOSE,
@@ -39,6 +40,7 @@ from .constants import (
     CloseScope,
     ControlOp,
     Feature,
+    HandshakeStep,
     KeepaliveKind,
 )
 from .crypto import DirectionCipher
@@ -46,6 +48,7 @@ from .errors import (
     ErrorCode,
     FlowControlError,
     FrameTooLarge,
+    HandshakeError,
     ProtocolError,
     code_name,
 )
@@ -135,6 +138,18 @@ class InboundMixin(OutboundMixin):
                 packet_type=ptype,
                 channel_id=ch_id,
             )
+        if not self.is_client and self.handshake.expected_step == 0:
+            if seq_id == HandshakeStep.COOKIE:
+                # The cookie echo of a retried connection, at most once, before HELLO (§3.7).
+                if self.peer_cookie is not None or len(body) != COOKIE_SIZE:
+                    raise HandshakeError("cookie echo repeated or not 20 bytes")
+                self.peer_cookie = body
+                return
+            if seq_id == 0 and self.hello_gate is not None:
+                refusal = self.hello_gate(self.peer_cookie)
+                if refusal is not None:
+                    self._terminate(refusal[0], refusal[1], by_peer=False, send_error=True)
+                    return
         reply = self.handshake.receive(seq_id, body)
         if self._handshake_sent_at is not None:
             # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip, but it

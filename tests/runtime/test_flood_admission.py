@@ -1,0 +1,99 @@
+"""Issue 9: a flood of connections that never finish their handshake must not lock legitimate
+clients out. Real processes: ``avrs stream-server`` and a flood attacker process
+(``dapsdk.bench.flood_attacker``) against it, legitimate clients from this process, all from
+127.0.0.1 (so per-source limits alone cannot tell them apart)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from dapsdk.runtime.endpoint import parse_endpoint
+from dapsdk.runtime.node import StreamNode
+from tests.servers import ROOT, stream_server
+
+LEGITIMATE_CLIENTS = 20
+
+
+@contextmanager
+def attacker(kind: str, port: int, sockets: int) -> Iterator[dict[str, Any]]:
+    """Run a flood attacker process; yield its ready report once every socket was opened."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dapsdk.bench.flood_attacker",
+            "--kind",
+            kind,
+            "--port",
+            str(port),
+            "--sockets",
+            str(sockets),
+            "--drip",
+            "0.2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"attacker exited: {proc.stderr.read() if proc.stderr else ''}")
+        ready = json.loads(line)
+        assert ready["event"] == "ready", ready
+        yield ready
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def connect_all(url: str, count: int) -> list[BaseException | None]:
+    """Connect ``count`` legitimate clients one after another (each its own node)."""
+    outcomes: list[BaseException | None] = []
+    for _ in range(count):
+        async with StreamNode() as client:
+            try:
+                stream = await client.connect(url)
+            except Exception as exc:  # collected: the assertion lists every failure
+                outcomes.append(exc)
+                continue
+            outcomes.append(None)
+            await stream.close()
+    return outcomes
+
+
+def run_flood_case(kind: str, sockets: int) -> None:
+    with stream_server() as urls:
+        port = parse_endpoint(urls[0]).port
+        with attacker(kind, port, sockets) as ready:
+            assert ready["connects"] >= 1
+            outcomes = asyncio.run(connect_all(urls[0], LEGITIMATE_CLIENTS))
+        failures = [repr(o) for o in outcomes if o is not None]
+        assert not failures, f"{len(failures)}/{LEGITIMATE_CLIENTS} refused: {failures[:3]}"
+
+
+def test_128_silent_sockets_reopened_do_not_lock_clients_out() -> None:
+    run_flood_case("idle", 128)
+
+
+@pytest.mark.parametrize("kind", ["idle", "partial", "slowloris", "hello"])
+def test_2000_socket_flood_does_not_lock_clients_out(kind: str) -> None:
+    run_flood_case(kind, 2000)

@@ -105,6 +105,7 @@ SESSION_ARGS: Final[dict[int, ArgSpec]] = {
     SessionArg.CLOCK: _fixed(8),
     SessionArg.START_POSITION: _fixed(8),
     SessionArg.TEXT: ArgSpec(Kind.TEXT, 64 * 1024),
+    SessionArg.RENDITION: ArgSpec(Kind.TEXT, 32),
 }
 
 SIGNAL_ARGS: Final[dict[int, ArgSpec]] = {

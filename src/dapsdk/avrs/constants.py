@@ -190,6 +190,7 @@ class SessionArg(enum.IntEnum):
     CLOCK = 0x31  #: (dapsdk) i64 microseconds: the sender's media clock reference (SYNC)
     START_POSITION = 0x32  #: (dapsdk) i64 microseconds into the content (VoD seek)
     TEXT = 0x33  #: (dapsdk) UTF-8 chat line
+    RENDITION = 0x34  #: (dapsdk) ASCII rendition name to play (START), e.g. "720p"
 
 
 class SignalArg(enum.IntEnum):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dapsdk.avrs.callbacks import ContentCallbacks
 from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.constants import Role
+from dapsdk.avrs.directory import ContentInfo
 from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
 from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpService
@@ -33,6 +35,8 @@ from dapsdk.services.auth import CertificateInfo
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
 from dapsdk.services.avrs_cluster import ClusterDirectory, Membership
+from dapsdk.services.media.bridge import MediaBridge
+from dapsdk.services.media.hub import HubConfig, LiveContent, MediaHub
 from dapsdk.stream.config import PeerIdentity, PeerVerifier
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
@@ -57,6 +61,9 @@ class AvrsNode:
     http: HttpService | None = None
     """HTTP over the SERVICE channel: peers call this node's API (``/api/v1/status``) through
     their authenticated stream (``await stream.http_request("GET", "/api/v1/status")``)."""
+    hub: MediaHub = field(default_factory=MediaHub)
+    """The in-process media API (docs/architecture.md "Media hub")."""
+    media: MediaBridge | None = None
     listeners: list[Listener] = field(default_factory=list)
     started: bool = False
 
@@ -109,6 +116,8 @@ class AvrsNode:
             log.info("AVRS node %s listening on %s", self.address, listener.url)
 
     async def close(self) -> None:
+        if self.media is not None:
+            await self.media.close()
         await self.service.close()
         await self.stream_node.close()
         self.listeners.clear()
@@ -200,4 +209,30 @@ def build_node(
     if register_channels:
         service.register(stream_node)
     http = HttpService(stream_node).install()
-    return AvrsNode(config, credentials, stream_node, directory, service, http)
+    hub = MediaHub(HubConfig(max_bitrate=config.avrs.max_bitrate))
+    hub.listeners.append(_directory_follower(directory))
+    media = MediaBridge(service, hub)
+    return AvrsNode(config, credentials, stream_node, directory, service, http, hub, media)
+
+
+def _directory_follower(directory: ClusterDirectory) -> Callable[[bytes, LiveContent | None], None]:
+    """Keep the cluster's contents in step with the hub: a live content an in-process publisher
+    starts is declared (owned by its signer), and a content whose publisher stopped is marked
+    unavailable (new viewers get CONTENT_UNAVAILBLE until it publishes again)."""
+
+    def follow(content_id: bytes, live: LiveContent | None) -> None:
+        existing = directory.info.contents.get(content_id)
+        if live is None:
+            if existing is not None and existing.available:
+                directory.put_content(replace(existing, available=False))
+            return
+        if existing is None:
+            info = live.info
+            directory.put_content(
+                ContentInfo(content_id, live.owner, info.flows(),
+                            tuple(t.codec for t in info.tracks), info.title[:255])
+            )  # fmt: skip
+        elif not existing.available:
+            directory.put_content(replace(existing, available=True))
+
+    return follow

@@ -46,6 +46,8 @@ AVRS_CHANNEL_IDS: Final = tuple(int(c) for c in AvrsChannel)
 CONTROL_PRIORITY: Final = 1
 
 EventListener = Callable[["AvrsBinding", AvrsEvent], None]
+#: Takes an accepted content packet (True) or leaves it to the opaque relay (False).
+MediaHandler = Callable[["AvrsBinding", ContentReceived], bool]
 
 
 def channel_priority(channel_id: int) -> int:
@@ -190,6 +192,9 @@ class AvrsService:
         """Called with every core event after the service handled it (metrics, tests, apps)."""
         self._by_conn: dict[int, AvrsBinding] = {}
         self._node: StreamNode | None = None
+        self.media_handler: MediaHandler | None = None
+        """The media hub's entry (:class:`~.media.bridge.MediaBridge`); packets it does not take
+        are relayed opaquely by :meth:`publish`."""
 
     # ------------------------------------------------------------------ registration
 
@@ -250,7 +255,9 @@ class AvrsService:
             code, detail = self.directory.handle_request(event, time.time())
             binding.conn.reply(event.request_id, code, detail=detail)
         elif isinstance(event, ContentReceived):
-            self.publish(event.content_id, event.packet, exclude=binding)
+            handler = self.media_handler
+            if handler is None or not handler(binding, event):
+                self.publish(event.content_id, event.packet, exclude=binding)
         for listener in tuple(self.listeners):
             try:
                 listener(binding, event)

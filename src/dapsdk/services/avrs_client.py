@@ -293,17 +293,23 @@ class AvrsClient:
         *,
         pts: int | None = None,
         flags: MediaFlag = MediaFlag.NONE,
+        dts: int | None = None,
+        seq: int | None = None,
     ) -> ContentPacket:
         """Publish one media packet on an attached STREAMING_IN content; returns what was sent
-        (the payload sealed when ``content_key`` is set)."""
+        (the payload sealed when ``content_key`` is set). ``seq`` defaults to a per-flow
+        counter (pass the one inside a signed envelope to keep them equal)."""
         self._open_channels()
-        seq = self._seq.get((handle, flow_id), 0)
+        if seq is None:
+            seq = self._seq.get((handle, flow_id), 0)
         self._seq[(handle, flow_id)] = (seq + 1) & 0xFFFFFFFF
         if self.content_key is not None:
             payload = self.content_key.seal(AvrsChannel.CONTENT, flow_id, payload)
         packet = ContentPacket(handle, flow_id, seq, payload, flags=flags)
         if pts is not None:
             packet = replace(packet, pts=pts)
+        if dts is not None:
+            packet = replace(packet, dts=dts)
         self.channels[AvrsChannel.CONTENT].write_nowait(PacketType.DATA, encode_content(packet))
         return packet
 

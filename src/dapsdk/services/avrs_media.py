@@ -6,21 +6,25 @@ cache) changed, swapped or reordered it. It is what the seed's session example v
 Content packets themselves are not signed (docs/avrs-protocol.md §3: per-packet signatures would
 cost more than the media, and the node rewrites the per-session handle); this envelope lives in
 the opaque payload, so the node forwards it unchanged. Layout (little-endian), shaped like an AVRS
-request so the seed's verify function applies as is::
+request so the seed's verify function applies as is (version 2; version 1 ends at ``pts`` with a
+36-byte header, is still parsed, and has no dts, duration or kind)::
 
     off size field
     0   4    magic       b"AVSM"
-    4   1    version     1
-    5   1    flow_id     the content packet's flow
+    4   1    version     2
+    5   1    flow_id     the content packet's flow (the track index)
     6   1    flags       MediaFlag of the content packet
-    7   1    reserved    0
+    7   1    kind        0 media, 1 content info (version 1: reserved 0)
     8   16   content_id  content GUUID
     24  4    seq         per-flow sequence number
     28  8    pts         i64 microseconds
-    36  ...  TSD args    DATA 0x0001 (the media), TIMESTAMP 0xFFF0 (u64 ms), SIGN 0xFFFF (last)
+    36  8    dts         i64 microseconds (B-frames: differs from pts)
+    44  4    duration    u32 microseconds
+    48  ...  TSD args    DATA 0x0001 (the media or the encoded content info), TIMESTAMP 0xFFF0
+                         (u64 ms), SIGN 0xFFFF (last)
 
-The signature covers ``envelope[: 36 + sign_offset]``. Receivers compare ``flow_id``, ``seq`` and
-``content_id`` with the outer packet and the signer with the content's owner.
+The signature covers ``envelope[: header + sign_offset]``. Receivers compare ``flow_id``, ``seq``
+and ``content_id`` with the outer packet and the signer with the content's owner.
 """
 
 from __future__ import annotations
@@ -35,8 +39,12 @@ from dapsdk.avrs.signing import AvrsSigner, decode_sign_blob, identity_of, tsd_s
 from dapsdk.avrs.tsd import Tsd, parse_tsds, push_tsd
 
 MAGIC: Final = b"AVSM"
-VERSION: Final = 1
-HEADER_SIZE: Final = 36
+VERSION: Final = 2
+HEADER_SIZE: Final = 48
+V1_HEADER_SIZE: Final = 36
+#: Envelope kinds (version 2).
+KIND_MEDIA: Final = 0
+KIND_INFO: Final = 1
 #: TSD type of the media bytes inside the envelope.
 DATA_ARG: Final = 0x0001
 
@@ -60,6 +68,10 @@ class SignedMedia:
     seq: int
     pts: int
     timestamp_ms: int | None
+    dts: int = NO_TIMESTAMP
+    duration: int = 0
+    kind: int = KIND_MEDIA
+    version: int = VERSION
 
     @property
     def signer(self) -> bytes | None:
@@ -89,19 +101,31 @@ def sign_media(
     now: float,
     pts: int = NO_TIMESTAMP,
     flags: MediaFlag = MediaFlag.NONE,
+    dts: int = NO_TIMESTAMP,
+    duration: int = 0,
+    kind: int = KIND_MEDIA,
+    version: int = 1,
 ) -> bytes:
-    """The signed envelope of ``media`` (put it in the content packet's payload)."""
+    """The signed envelope of ``media`` (put it in the content packet's payload). Version 1 (the
+    default, opaque relay) has no dts, duration or kind; the media hub takes version 2."""
     if len(content_id) != 16:
         raise ValueError("content_id must be 16 bytes")
+    if version == 1 and (dts != NO_TIMESTAMP or duration or kind != KIND_MEDIA):
+        raise ValueError("dts, duration and kind need envelope version 2")
+    if version not in (1, 2):
+        raise ValueError(f"unknown envelope version {version}")
     writer = Writer(HEADER_SIZE + len(media) + 200)
     writer.push_bytes(MAGIC)
-    writer.push_u8(VERSION)
+    writer.push_u8(version)
     writer.push_u8(flow_id)
     writer.push_u8(int(flags))
-    writer.push_u8(0)
+    writer.push_u8(kind if version == 2 else 0)
     writer.push_bytes(content_id)
     writer.push_u32(seq & 0xFFFFFFFF)
     writer.push_i64(pts)
+    if version == 2:
+        writer.push_i64(dts)
+        writer.push_u32(max(0, min(duration, 0xFFFFFFFF)))
     push_tsd(writer, Tsd(DATA_ARG, media))
     push_tsd(writer, Tsd(CommonArg.TIMESTAMP, int(now * 1000).to_bytes(8, "little")))
     prefix = writer.data()
@@ -115,7 +139,7 @@ def is_signed_media(payload: bytes) -> bool:
 
 def parse_signed_media(payload: bytes) -> SignedMedia | None:
     """Parse an envelope; None when ``payload`` is not one or is malformed."""
-    if not is_signed_media(payload) or len(payload) < HEADER_SIZE:
+    if not is_signed_media(payload) or len(payload) < V1_HEADER_SIZE:
         return None
     try:
         reader = Reader(payload)
@@ -123,23 +147,32 @@ def parse_signed_media(payload: bytes) -> SignedMedia | None:
         version = reader.pull_u8()
         flow_id = reader.pull_u8()
         flags = reader.pull_u8()
-        reader.pull_u8()
+        kind = reader.pull_u8()
         content_id = reader.pull_bytes(16)
         seq = reader.pull_u32()
         pts = reader.pull_i64()
-        if version != VERSION:
+        dts, duration = NO_TIMESTAMP, 0
+        if version == 2:
+            dts = reader.pull_i64()
+            duration = reader.pull_u32()
+            header = HEADER_SIZE
+        elif version == 1:
+            header, kind = V1_HEADER_SIZE, KIND_MEDIA
+        else:
             return None
-        args = parse_tsds(memoryview(payload)[HEADER_SIZE:], max_total=len(payload))
+        if kind not in (KIND_MEDIA, KIND_INFO):
+            return None
+        args = parse_tsds(memoryview(payload)[header:], max_total=len(payload))
         media = args.get(DATA_ARG)
         timestamp = args.uint(CommonArg.TIMESTAMP, 8, required=False)
         sign: Tsd | None = None
-        offset = len(payload) - HEADER_SIZE
+        offset = len(payload) - header
         if args.items and args.items[-1].type == CommonArg.SIGN:
             sign, offset = args.items[-1], args.offsets[-1]
         return SignedMedia(
             data=payload,
-            header_size=HEADER_SIZE,
-            args_size=len(payload) - HEADER_SIZE,
+            header_size=header,
+            args_size=len(payload) - header,
             sign=sign,
             tsd_offset=offset,
             media=media or b"",
@@ -149,6 +182,10 @@ def parse_signed_media(payload: bytes) -> SignedMedia | None:
             seq=seq,
             pts=pts,
             timestamp_ms=timestamp,
+            dts=dts,
+            duration=duration,
+            kind=kind,
+            version=version,
         )
     except (AvrsProtocolError, ValueError):
         return None

@@ -1,0 +1,169 @@
+"""Publishing a :mod:`source <.source>` into a node over the stream protocol: declare the content
+(cluster CONTENT_ADD with one flow per track), attach it for input, START/SYNC, send the signed
+content info, then every packet in a signed-media envelope, then a signed END_OF_FLOW per track.
+
+The blocking source (demuxing, live encoding) and the signing run in a worker thread that feeds a
+bounded queue; the event loop paces (real time by default, by dts) and waits on the content
+channel's high-water mark, so nothing queues without bound. A refusal the node sends back
+(CONTENT_BITRATE_EXCEEDED, SIGN_ALIEN, ...) stops publishing with :class:`PublishRefused`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from dapsdk.avrs.constants import AvrsChannel, ContentFlag, MediaFlag
+from dapsdk.avrs.errors import code_token
+from dapsdk.avrs.packets import Reply
+from dapsdk.avrs.signing import AvrsSigner
+
+from ..avrs_client import AvrsClient
+from ..avrs_media import KIND_INFO, sign_media
+from .model import MediaInfo, MediaPacket
+
+#: Packets signed ahead of sending.
+QUEUE_PACKETS = 64
+
+
+class Source(Protocol):
+    info: MediaInfo
+
+    def packets(self) -> Iterator[MediaPacket]: ...
+    def close(self) -> None: ...
+
+
+class PublishRefused(Exception):
+    def __init__(self, reply: Reply) -> None:
+        detail = reply.arg(0xFFF2)
+        self.code = reply.code
+        self.token = code_token(reply.code)
+        super().__init__(
+            f"{self.token}: {detail.decode('utf-8', 'replace')}" if detail else self.token
+        )
+
+
+@dataclass(slots=True)
+class PublishStats:
+    packets: int = 0
+    bytes: int = 0
+    media_us: int = 0
+    seconds: float = 0.0
+    first_sent: float = 0.0
+    """Wall time (time.time()) the first media packet was sent."""
+
+
+def sign_packet(signer: AvrsSigner, content_id: bytes, packet: MediaPacket) -> MediaPacket:
+    flags = MediaFlag.KEYFRAME if packet.keyframe else MediaFlag.NONE
+    if packet.end:
+        flags |= MediaFlag.END_OF_FLOW
+    envelope = sign_media(
+        signer, content_id, packet.track, packet.seq, packet.data, now=time.time(),
+        pts=packet.pts, dts=packet.dts, duration=packet.duration, flags=flags, version=2,
+    )  # fmt: skip
+    return replace(packet, envelope=envelope)
+
+
+def info_envelope(signer: AvrsSigner, content_id: bytes, info: MediaInfo) -> bytes:
+    return sign_media(
+        signer, content_id, 0, 0, info.encode(), now=time.time(), kind=KIND_INFO, version=2
+    )
+
+
+async def publish(
+    client: AvrsClient,
+    cluster_id: bytes,
+    content_id: bytes,
+    source: Source,
+    *,
+    realtime: bool = True,
+    declare: bool = True,
+    on_packet: Callable[[MediaPacket], None] | None = None,
+) -> PublishStats:
+    """Publish ``source`` as ``content_id``; returns when every packet was sent."""
+    info = source.info
+    if declare:
+        await client.add_content(
+            cluster_id, content_id, info.flows(),
+            codecs=[t.codec for t in info.tracks], title=info.title,
+        )  # fmt: skip
+    handle = await client.attach(cluster_id, content_id, ContentFlag.STREAMING_IN)
+    await client.start()
+    signer = client.signer
+    seqs = [0] * len(info.tracks)
+    seqs[0] = 1
+    client.send_content(handle, 0, info_envelope(signer, content_id, info), seq=0)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[MediaPacket | None] = asyncio.Queue(QUEUE_PACKETS)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for packet in source.packets():
+                if stop.is_set():
+                    return
+                seq = seqs[packet.track]
+                seqs[packet.track] = (seq + 1) & 0xFFFFFFFF
+                signed = sign_packet(signer, content_id, replace(packet, seq=seq))
+                asyncio.run_coroutine_threadsafe(queue.put(signed), loop).result()
+            for track in range(len(info.tracks)):
+                end = MediaPacket(track=track, data=b"", end=True, seq=seqs[track])
+                asyncio.run_coroutine_threadsafe(
+                    queue.put(sign_packet(signer, content_id, end)), loop
+                ).result()
+        finally:
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+    worker = loop.run_in_executor(None, produce)
+    stats = PublishStats()
+    started = time.monotonic()
+    first_time: int | None = None
+    channel = client.channels[AvrsChannel.CONTENT]
+    try:
+        while (packet := await queue.get()) is not None:
+            if client.content_errors:
+                raise PublishRefused(client.content_errors[0])
+            if realtime and packet.data:
+                if first_time is None:
+                    first_time = packet.time
+                due = started + (packet.time - first_time) / 1_000_000
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            flags = MediaFlag.KEYFRAME if packet.keyframe else MediaFlag.NONE
+            if packet.end:
+                flags |= MediaFlag.END_OF_FLOW
+            client.send_content(handle, packet.track, packet.envelope, pts=packet.pts,
+                                dts=packet.dts, flags=flags, seq=packet.seq)  # fmt: skip
+            if not stats.packets:
+                stats.first_sent = time.time()
+            stats.packets += 1
+            stats.bytes += len(packet.data)
+            if packet.data:
+                stats.media_us = max(stats.media_us, packet.time + packet.duration)
+            if on_packet is not None:
+                on_packet(packet)
+            await channel.drain()
+        await worker
+    finally:
+        stop.set()
+        while not worker.done():
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                await asyncio.sleep(0.01)
+        source.close()
+    stats.seconds = time.monotonic() - started
+    # Control overtakes queued media, so first let the content channel empty; then STOP's
+    # answer comes after any refusal of our packets (one ordered retcode channel).
+    deadline = time.monotonic() + 30
+    while channel.is_active and channel.queued_bytes and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await client.stop()
+    if client.content_errors:
+        raise PublishRefused(client.content_errors[0])
+    return stats

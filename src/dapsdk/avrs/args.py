@@ -28,6 +28,7 @@ from .constants import (
     SessionArg,
     SessionOp,
     SignalArg,
+    SignalOp,
 )
 from .directory import MAX_CODEC_NAME, validate_flows
 from .errors import AvrsError, AvrsProtocolError
@@ -117,6 +118,8 @@ SIGNAL_ARGS: Final[dict[int, ArgSpec]] = {
     SignalArg.JITTER_US: _fixed(4),
     SignalArg.BITRATE: _fixed(8),
     SignalArg.CLOCK: _fixed(8),
+    SignalArg.TARGET: ArgSpec(Kind.TEXT, 1024),
+    SignalArg.REASON: ArgSpec(Kind.TEXT, 63),
 }
 
 ARG_SPECS: Final[dict[AvrsChannel, dict[int, ArgSpec]]] = {
@@ -161,6 +164,7 @@ REQUIRED_ARGS: Final[dict[tuple[AvrsChannel, int], frozenset[int]]] = {
     (_S, SessionOp.SYNC): frozenset({SessionArg.CLOCK}),
     (_S, SessionOp.MONITOR): frozenset({SessionArg.CLUSTER_ID}),
     (_S, SessionOp.CHAT): frozenset({SessionArg.CLUSTER_ID, SessionArg.TEXT}),
+    (AvrsChannel.SIGNAL, SignalOp.REDIRECT): frozenset({SignalArg.TARGET}),
 }
 
 

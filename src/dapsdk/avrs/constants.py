@@ -112,6 +112,7 @@ class SignalOp(enum.IntEnum):
     HELLO = 0x01  #: connection metadata: software name/version, capabilities
     HEARTBEAT = 0x02  #: liveness; answered with a SUCCESS retcode carrying our clock
     QUALITY_REPORT = 0x03  #: rtt, loss, jitter, bitrate as seen by the sender
+    REDIRECT = 0x04  #: node -> client: reconnect to TARGET (balancer placement, failover, drain)
 
 
 class ContentFlag(enum.IntFlag):
@@ -203,6 +204,8 @@ class SignalArg(enum.IntEnum):
     JITTER_US = 0x12  #: u32 microseconds
     BITRATE = 0x13  #: u64 bits per second
     CLOCK = 0x14  #: u64 milliseconds since the epoch (HEARTBEAT)
+    TARGET = 0x20  #: UTF-8 URL of the node to reconnect to (REDIRECT)
+    REASON = 0x21  #: UTF-8 why (REDIRECT): "balance", "failover", "drain"
 
 
 class ReplyArg(enum.IntEnum):

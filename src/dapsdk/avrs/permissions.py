@@ -150,6 +150,9 @@ PERMISSIONS: Final[dict[tuple[AvrsChannel, int], Permission]] = {
     (AvrsChannel.SIGNAL, SignalOp.QUALITY_REPORT): Permission(
         Role.NONE, Scope.ANYONE, SignatureRule.OPTIONAL
     ),
+    (AvrsChannel.SIGNAL, SignalOp.REDIRECT): Permission(
+        Role.NONE, Scope.ANYONE, SignatureRule.OPTIONAL
+    ),
     # --- content 'c': publishing media into a content
     PUBLISH: Permission(
         Role.HOST | Role.SERVER, allow_self=True, self_target=SelfTarget.CONTENT_OWNER

@@ -25,6 +25,7 @@ _SUBCOMMANDS = [
     ("dapsdk.cli.cert", "cert"),
     ("dapsdk.cli.token", "token"),
     ("dapsdk.cli.node", "node"),
+    ("dapsdk.cli.cluster", "cluster"),
 ]
 
 

@@ -10,6 +10,7 @@ import click
 from ..node.config import ConfigError, load_node_config
 from ..node.wiring import build_node
 from ..runtime.loop import run
+from ..services.registry import RegistryUnavailable
 from .signals import announce_and_serve
 
 
@@ -39,6 +40,9 @@ def node(config_path: Path, ready: bool) -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except RegistryUnavailable as exc:
+        click.echo(f"error: cluster registry unavailable: {exc}", err=True)
+        sys.exit(1)
     except OSError as exc:
         click.echo(f"error: cannot listen: {exc}", err=True)
         sys.exit(1)

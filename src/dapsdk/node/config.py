@@ -71,7 +71,6 @@ IDENTITY_FILE_NAME: Final = "node.key"
 #: with "not supported yet" and the reason, never silently ignored. A helper who implements a
 #: key removes its row here (and the docs' key reference is regenerated from this table).
 NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
-    ("avrs", "redis_url"): "the cluster registry is embedded (in memory) in this version",
     ("avrs", "supported_formats"): "media format conversion is not part of the node yet",
     ("avrs", "adaptive_streaming"): "the node does not transcode renditions yet",
     ("avrs", "loopback_no_credentials"): "publish/play without credentials is not built yet",
@@ -270,6 +269,13 @@ class AvrsSection:
         default=None,
         metadata=_meta(
             RedisUrl(), "Shared cluster registry for several machines; unset: embedded registry"
+        ),
+    )
+    region: str = field(
+        default="",
+        metadata=_meta(
+            ClusterId(),
+            "Geographic region of this node; balancers prefer servers in the client's region",
         ),
     )
     signature_algorithm: str = field(

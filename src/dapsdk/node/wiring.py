@@ -31,16 +31,24 @@ from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.runtime.ws import set_tls
-from dapsdk.services.auth import CertificateInfo
+from dapsdk.services.auth import CertificateInfo, describe_certificate
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
-from dapsdk.services.avrs_cluster import ClusterDirectory, Membership
+from dapsdk.services.avrs_cluster import ClusterDirectory, Membership, node_address_of
+from dapsdk.services.balancer import Balancer
+from dapsdk.services.cluster_requests import ClusterRequests
+from dapsdk.services.cluster_sync import ClusterSync, LocalNode
 from dapsdk.services.media.bridge import MediaBridge
 from dapsdk.services.media.hub import HubConfig, LiveContent, MediaHub
+from dapsdk.services.membership import RecordVerifier
+from dapsdk.services.registry import NodeRecord, Registry
+from dapsdk.services.registry.memory import MemoryRegistry
+from dapsdk.services.registry.redis import RedisRegistry
 from dapsdk.stream.config import PeerIdentity, PeerVerifier
+from dapsdk.stream.errors import DapError
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
-from .config import NodeConfig, tls_server_context
+from .config import ConfigError, NodeConfig, tls_server_context
 from .credentials import NodeCredentials, load_node_credentials
 from .debug import set_avrs_debug
 
@@ -64,8 +72,13 @@ class AvrsNode:
     hub: MediaHub = field(default_factory=MediaHub)
     """The in-process media API (docs/architecture.md "Media hub")."""
     media: MediaBridge | None = None
+    sync: ClusterSync | None = None
+    """Keeps the directory and the cluster registry (memory or Redis) in step."""
+    requests: ClusterRequests | None = None
+    """Answers the cluster requests that read or change shared state (and balances)."""
     listeners: list[Listener] = field(default_factory=list)
     started: bool = False
+    _join_task: asyncio.Future[None] | None = None
 
     @property
     def identity(self) -> NodeIdentity:
@@ -111,13 +124,54 @@ class AvrsNode:
         except BaseException:
             await self.stream_node.close()
             raise
+        if self.sync is not None:
+            try:
+                await self.sync.start()
+            except BaseException:
+                await self.sync.close()
+                await self.stream_node.close()
+                self.listeners.clear()
+                raise
         self.started = True
+        if self._joins_host():
+            self._join_task = asyncio.ensure_future(self._join_host())
         for listener in self.listeners:
             log.info("AVRS node %s listening on %s", self.address, listener.url)
+
+    def _joins_host(self) -> bool:
+        avrs = self.config.avrs
+        return (
+            self.sync is not None
+            and self.sync.replicates_membership
+            and not self.sync.signs_membership
+            and self.credentials.certificate is not None
+            and bool(avrs.role & (Role.SERVER | Role.BALANCER))
+            and avrs.host_address is not None
+        )
+
+    async def _join_host(self) -> None:
+        """A server or balancer with a CA certificate asks the host to admit it, so that the
+        host signs its membership record (balancers only send clients to verified servers)."""
+        cert = self.credentials.certificate_der
+        try:
+            client = await self.connect_client(self.config.avrs.host_address)
+            try:
+                await client.open()
+                reply = await client.join(self.directory.cluster_id, certificate=cert)
+                log.info("join at the host: %s", reply.token)
+            finally:
+                await client.close()
+        except (OSError, TimeoutError, ConnectionError, DapError) as exc:
+            log.warning("could not join at the host %s: %s", self.config.avrs.host_address, exc)
 
     async def close(self) -> None:
         if self.media is not None:
             await self.media.close()
+        if self._join_task is not None:
+            self._join_task.cancel()
+            self._join_task = None
+        if self.sync is not None and self.sync.started:
+            await self.sync.close()
         await self.service.close()
         await self.stream_node.close()
         self.listeners.clear()
@@ -173,6 +227,98 @@ def _peer_verifier(
     return verify
 
 
+def _registry(config: NodeConfig, registry: Registry | None) -> Registry:
+    """The one place that picks the registry backend."""
+    if registry is not None:
+        return registry
+    if config.avrs.redis_url:
+        if config.avrs.ca_certificate_file is None:
+            raise ConfigError(
+                "redis_url needs ca_certificate_file: membership records read from Redis are "
+                "checked against the cluster CA",
+                path=str(config.source),
+                section="avrs",
+                key="redis_url",
+            )
+        return RedisRegistry(config.avrs.redis_url, config.avrs.cluster_id)
+    return MemoryRegistry()
+
+
+def _host_certificate(config: NodeConfig, credentials: NodeCredentials) -> bytes | None:
+    """This node's certificate when it may sign membership records (role and certificate HOST)."""
+    cert = credentials.certificate
+    if cert is None or not config.avrs.role & Role.HOST:
+        return None
+    if not int(describe_certificate(cert).roles) & Role.HOST:
+        return None
+    return credentials.certificate_der
+
+
+def _compose_cluster(
+    config: NodeConfig,
+    credentials: NodeCredentials,
+    directory: ClusterDirectory,
+    service: AvrsService,
+    stream_node: StreamNode,
+    registry: Registry | None,
+    listeners: list[Listener],
+) -> tuple[ClusterSync, ClusterRequests]:
+    avrs = config.avrs
+    local = LocalNode(
+        address=str(credentials.identity.address),
+        roles=Role(int(avrs.role) & 0xFFFF),
+        region=avrs.region,
+        urls=lambda: tuple(listener.url for listener in listeners),
+        sessions=lambda: len(service.sessions),
+        bytes_sent=lambda: stream_node.get_stats().bytes_sent,
+    )
+    host_certificate = _host_certificate(config, credentials)
+    if host_certificate is not None and credentials.certificate is not None:
+        own_roles = Role(int(describe_certificate(credentials.certificate).roles) & 0xFFFF)
+        directory.add_member(identity_of(credentials.identity.public_key), Membership(own_roles))
+    verifier = (
+        RecordVerifier(avrs.cluster_id, credentials.certificate_verifier)
+        if credentials.certificate_verifier is not None
+        else None
+    )
+    sync = ClusterSync(
+        directory,
+        _registry(config, registry),
+        local,
+        signer=AvrsSigner(credentials.identity.private_key),
+        host_certificate=host_certificate,
+        verifier=verifier,
+        heartbeat_interval=avrs.heartbeat_interval,
+    )
+
+    def allowed(node: NodeRecord) -> bool:
+        """Only verified members with the SERVER role get clients: a node record written into
+        the registry by someone else is not enough."""
+        if not sync.replicates_membership:
+            return True
+        try:
+            identity = bytes.fromhex(node.identity)
+        except ValueError:
+            return False
+        if len(identity) != 32 or str(node_address_of(identity)) != node.address:
+            return False
+        return bool(directory.info.members.get(identity, Role.NONE) & Role.SERVER)
+
+    balancer: Balancer[int] = Balancer(lambda: sync.state, avrs.region, allowed)
+    requests = ClusterRequests(
+        directory,
+        sync,
+        balancer,
+        local.roles,
+        subscribers=lambda: list(service.bindings.values()),
+    )
+    directory.observers.append(requests.changed)
+    if local.roles & Role.BALANCER:
+        sync.refreshed.append(requests.rebalance)
+    service.requests = requests
+    return sync, requests
+
+
 def build_node(
     config: NodeConfig,
     *,
@@ -180,9 +326,12 @@ def build_node(
     content_callbacks: ContentCallbacks | None = None,
     avrs_config: AvrsConfig | None = None,
     register_channels: bool = True,
+    registry: Registry | None = None,
 ) -> AvrsNode:
     """Build (not start) the node ``config`` describes. Raises ``ConfigError`` for bad security
-    files. ``register_channels=False`` leaves the AVRS channels for ``avrs_ch_init`` to register."""
+    files. ``register_channels=False`` leaves the AVRS channels for ``avrs_ch_init`` to register.
+    ``registry`` shares a registry between nodes of one process (default: ``redis_url``'s Redis,
+    else an embedded one of this node's own)."""
     if config.avrs.debug_more:
         set_avrs_debug(True)
     credentials = load_node_credentials(config, now=time.time() if now is None else now)
@@ -212,7 +361,23 @@ def build_node(
     hub = MediaHub(HubConfig(max_bitrate=config.avrs.max_bitrate))
     hub.listeners.append(_directory_follower(directory))
     media = MediaBridge(service, hub)
-    return AvrsNode(config, credentials, stream_node, directory, service, http, hub, media)
+    listeners: list[Listener] = []
+    sync, requests = _compose_cluster(
+        config, credentials, directory, service, stream_node, registry, listeners
+    )
+    return AvrsNode(
+        config,
+        credentials,
+        stream_node,
+        directory,
+        service,
+        http,
+        hub,
+        media,
+        sync=sync,
+        requests=requests,
+        listeners=listeners,
+    )
 
 
 def _directory_follower(directory: ClusterDirectory) -> Callable[[bytes, LiveContent | None], None]:

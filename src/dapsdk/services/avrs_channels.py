@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from dapsdk.avrs.callbacks import ContentCallbacks
 from dapsdk.avrs.config import AvrsConfig
@@ -37,6 +37,9 @@ from dapsdk.stream.constants import PacketType
 from dapsdk.stream.errors import DapError
 
 from .avrs_cluster import ClusterDirectory, GrantedView
+
+if TYPE_CHECKING:
+    from .cluster_requests import ClusterRequests
 
 log = logging.getLogger("dapsdk.avrs.service")
 
@@ -195,6 +198,8 @@ class AvrsService:
         self.media_handler: MediaHandler | None = None
         """The media hub's entry (:class:`~.media.bridge.MediaBridge`); packets it does not take
         are relayed opaquely by :meth:`publish`."""
+        self.requests: ClusterRequests | None = None
+        """Serves the cluster requests the directory does not (info, balance, routes, ...)."""
 
     # ------------------------------------------------------------------ registration
 
@@ -247,13 +252,16 @@ class AvrsService:
     def _binding_lost(self, binding: AvrsBinding) -> None:
         self.bindings.pop(binding.stream.id, None)
         self._by_conn.pop(id(binding.conn), None)
+        if self.requests is not None:
+            self.requests.binding_lost(binding)
 
     # ------------------------------------------------------------------ events
 
     def _dispatch(self, binding: AvrsBinding, event: AvrsEvent) -> None:
         if isinstance(event, ClusterRequestReceived):
-            code, detail = self.directory.handle_request(event, time.time())
-            binding.conn.reply(event.request_id, code, detail=detail)
+            if self.requests is None or not self.requests.handle(binding, event):
+                code, detail = self.directory.handle_request(event, time.time())
+                binding.conn.reply(event.request_id, code, detail=detail)
         elif isinstance(event, ContentReceived):
             handler = self.media_handler
             if handler is None or not handler(binding, event):

@@ -33,10 +33,12 @@ from dapsdk.avrs.constants import (
     ReplyArg,
     SessionArg,
     SessionOp,
+    SignalArg,
+    SignalOp,
 )
 from dapsdk.avrs.directory import MemoryClusterView
 from dapsdk.avrs.errors import AvrsError
-from dapsdk.avrs.events import ReplyReceived, ResponseReceived
+from dapsdk.avrs.events import ReplyReceived, ResponseReceived, SignalReceived
 from dapsdk.avrs.packets import ContentPacket, Reply, decode_content, encode_content
 from dapsdk.avrs.signing import AvrsSigner
 from dapsdk.avrs.tsd import Tsd
@@ -51,6 +53,9 @@ from .avrs_cluster import CredentialArg
 
 #: Seconds a request waits for its retcode (the node's own reply timeout is 10 s).
 DEFAULT_REQUEST_TIMEOUT = 15.0
+#: Redirects kept unread, and typed responses kept (oldest dropped first).
+MAX_REDIRECTS = 16
+MAX_RESPONSES = 256
 
 
 class AvrsRequestError(DapError):
@@ -98,6 +103,9 @@ class AvrsClient:
         self.responses: list[ResponseReceived] = []
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._seq: dict[tuple[int, int], int] = {}
+        self.redirects: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_REDIRECTS)
+        """(target URL, reason) of every signal REDIRECT the node sent (balancer, failover,
+        drain); the oldest is dropped when nobody reads them."""
 
     @property
     def identity(self) -> bytes:
@@ -135,7 +143,15 @@ class AvrsClient:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
             elif isinstance(event, ResponseReceived):
+                if len(self.responses) >= MAX_RESPONSES:
+                    del self.responses[0]
                 self.responses.append(event)
+            elif isinstance(event, SignalReceived) and event.op == SignalOp.REDIRECT:
+                target = event.args.text(SignalArg.TARGET, 1024, required=False) or ""
+                reason = event.args.text(SignalArg.REASON, 63, required=False) or ""
+                if self.redirects.full():
+                    self.redirects.get_nowait()
+                self.redirects.put_nowait((target, reason))
         self._transmit()
 
     def _transmit(self) -> None:

@@ -124,6 +124,8 @@ class ClusterDirectory:
         self.view.put(ClusterInfo(self.cluster_id, owner, signature_algorithm=algorithm))
         self.version = 0
         """Incremented on every change (filtered views cache per version)."""
+        self.observers: list[Callable[[ClusterInfo, ClusterInfo], None]] = []
+        """Called with (old, new) after every change (the registry sync, :mod:`.cluster_sync`)."""
         self._visible: dict[bytes, _Visible] = {}
 
     # ------------------------------------------------------------------ state
@@ -135,8 +137,12 @@ class ClusterDirectory:
         return info
 
     def _put(self, info: ClusterInfo) -> None:
+        old = self.view.cluster(info.cluster_id)
         self.view.put(info)
         self.version += 1
+        if old is not None:
+            for observer in tuple(self.observers):
+                observer(old, info)
 
     def add_member(self, identity: bytes, membership: Membership) -> None:
         info = self.info

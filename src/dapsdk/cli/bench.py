@@ -235,3 +235,47 @@ def render_table(summary: dict[str, Any]) -> Table:
     if "loop_note" in meta:
         table.caption += f"; note: {meta['loop_note']}"
     return table
+
+
+@bench.command("transcode")
+@click.option("--seconds", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
+              help="Length of the synthetic source.")  # fmt: skip
+@click.option("--height", type=click.IntRange(144, 2160), default=1080, show_default=True,
+              help="Source height (16:9).")  # fmt: skip
+@click.option("--preset", type=click.Choice(["ultrafast", "superfast", "veryfast", "faster"]),
+              default="ultrafast", show_default=True,
+              help="x264 preset: ultrafast is what live ingest uses, veryfast VoD import.")  # fmt: skip
+@click.option("--ladder", default=None,
+              help="Renditions as HEIGHTp:BITRATE, comma separated (default 1080p:5M,720p:2800k,"
+              "480p:1400k,360p:800k); those below the source height are encoded.")  # fmt: skip
+@click.option("--format", "target", type=click.Choice(["mp4", "webm"]), default="mp4",
+              show_default=True, help="Output format (mp4: H.264 + AAC, webm: VP9 + Opus).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def transcode(
+    seconds: float, height: int, preset: str, ladder: str | None, target: str, as_json: bool
+) -> None:
+    """Transcode speed of the rendition ladder, per rendition (× real time) and for the whole
+    ladder at once, on a synthetic H.264 source."""
+    from ..bench.transcode import run_transcode_bench
+    from ..services.media.transcode import DEFAULT_LADDER, parse_ladder
+
+    try:
+        rungs = parse_ladder(ladder) if ladder else DEFAULT_LADDER
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ladder") from None
+    result = run_transcode_bench(
+        seconds=seconds, height=height, preset=preset, ladder=rungs, target=target
+    )
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"transcode {height}p {seconds:g} s, {preset}, {target}")
+    for column in ("rendition", "size", "frames", "wall s", "cpu s", "× real time"):
+        table.add_column(column)
+    for name, row in result["renditions"].items():
+        table.add_row(name, row["size"], str(row["frames"]), str(row["wall_seconds"]),
+                      str(row["cpu_seconds"]), str(row["speed_x_realtime"]))  # fmt: skip
+    whole = result["ladder"]
+    table.add_row("whole ladder", "", "", str(whole["wall_seconds"]), str(whole["cpu_seconds"]),
+                  str(whole["speed_x_realtime"]))  # fmt: skip
+    Console().print(table)

@@ -6,7 +6,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .replay import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SKEW
+from .replay import (
+    DEFAULT_ANONYMOUS_ENTRIES,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_SKEW,
+    DEFAULT_PER_PEER,
+    DEFAULT_PER_SIGNER,
+    MAX_SKEW_BOUND,
+    ReplayGuard,
+)
 from .sessions import DEFAULT_MAX_CONTENTS, DEFAULT_RESUME_TIMEOUT
 from .tsd import DEFAULT_MAX_TSD_ITEMS, DEFAULT_MAX_TSD_TOTAL
 
@@ -34,7 +42,13 @@ class AvrsConfig:
     max_clock_skew: float = DEFAULT_MAX_SKEW
     """Seconds a signed timestamp may differ from our clock (used for the default ReplayGuard)."""
     replay_entries: int = DEFAULT_MAX_ENTRIES
-    """(signer, nonce) pairs remembered by the default ReplayGuard."""
+    """(signer, nonce) pairs of authenticated members remembered by the default ReplayGuard."""
+    replay_anonymous_entries: int = DEFAULT_ANONYMOUS_ENTRIES
+    """Pairs of optional-signature requests and unknown signers (a separate pool)."""
+    replay_per_signer: int = DEFAULT_PER_SIGNER
+    """Live replay entries one signer may hold."""
+    replay_per_peer: int = DEFAULT_PER_PEER
+    """Live anonymous-pool replay entries one connected peer may hold."""
     rng: Callable[[int], bytes] = field(default=os.urandom, repr=False)
     """Source of nonces; inject a seeded one in tests."""
 
@@ -50,9 +64,27 @@ class AvrsConfig:
             "max_consecutive_errors": self.max_consecutive_errors,
             "max_clock_skew": self.max_clock_skew,
             "replay_entries": self.replay_entries,
+            "replay_anonymous_entries": self.replay_anonymous_entries,
+            "replay_per_signer": self.replay_per_signer,
+            "replay_per_peer": self.replay_per_peer,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"AvrsConfig.{name} must be positive, got {value}")
+        if self.max_clock_skew > MAX_SKEW_BOUND:
+            raise ValueError(
+                f"AvrsConfig.max_clock_skew must be at most {MAX_SKEW_BOUND:.0f} s, "
+                f"got {self.max_clock_skew}"
+            )
         if self.resume_timeout < 0:
             raise ValueError("AvrsConfig.resume_timeout must be >= 0")
+
+    def replay_guard(self) -> ReplayGuard:
+        """A replay guard with this configuration's window, pools and quotas."""
+        return ReplayGuard(
+            max_skew=self.max_clock_skew,
+            max_entries=self.replay_entries,
+            anonymous_entries=self.replay_anonymous_entries,
+            per_signer=self.replay_per_signer,
+            per_peer=self.replay_per_peer,
+        )

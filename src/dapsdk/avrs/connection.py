@@ -83,6 +83,7 @@ from .verification import (
     check_algorithm,
     check_cluster_targets,
     check_fresh,
+    replay_pool,
     signature_ok,
     verify_request_signature,
 )
@@ -118,8 +119,11 @@ class AvrsConnection:
         sessions: SessionRegistry | None = None,
         replay_guard: ReplayGuard | None = None,
         content_callbacks: ContentCallbacks | None = None,
+        peer: bytes | None = None,
     ) -> None:
         self.config = config if config is not None else AvrsConfig()
+        self.peer = peer
+        """The connected peer's transport identity (its replay quota in the anonymous pool)."""
         cfg = self.config
         self.directory = directory
         self.sessions = (
@@ -129,11 +133,7 @@ class AvrsConnection:
                 resume_timeout=cfg.resume_timeout, max_contents=cfg.max_contents_per_session
             )
         )
-        self.replay_guard = (
-            replay_guard
-            if replay_guard is not None
-            else ReplayGuard(max_skew=cfg.max_clock_skew, max_entries=cfg.replay_entries)
-        )
+        self.replay_guard = replay_guard if replay_guard is not None else cfg.replay_guard()
         self.content_callbacks = (
             content_callbacks if content_callbacks is not None else ContentCallbacks()
         )
@@ -399,7 +399,8 @@ class AvrsConnection:
             self.directory, channel, permission, request.args, signer, algorithm
         )
         if request.sign is not None and signer is not None:
-            check_fresh(self.replay_guard, request.args, signer, now)
+            pool = replay_pool(permission, signer, cluster)
+            check_fresh(self.replay_guard, request.args, signer, now, pool=pool, peer=self.peer)
         validate_args(channel, op, request.args)
         request_id = request.header.request_id
         if channel is AvrsChannel.CLUSTER:

@@ -31,7 +31,7 @@ from .permissions import (
     SignatureRule,
     authorize,
 )
-from .replay import ReplayGuard
+from .replay import ANONYMOUS, AUTHENTICATED, ReplayGuard
 from .signing import SignatureAlgorithm, decode_sign_blob, verify_blob
 from .tsd import TsdList
 
@@ -138,13 +138,34 @@ class PublishCheck:
             raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not publish this content")
 
 
-def check_fresh(guard: ReplayGuard, args: TsdList, signer: bytes, now: float) -> None:
-    """Step 6: a signed request needs TIMESTAMP and NONCE, within the skew and never seen."""
+def replay_pool(permission: Permission, signer: bytes, cluster: ClusterInfo | None) -> str:
+    """The replay pool of a verified signed request: ``authenticated`` when the permission
+    requires the signature and the signer is the cluster's owner or member, else ``anonymous``."""
+    if (
+        permission.signature is SignatureRule.REQUIRED
+        and cluster is not None
+        and (signer == cluster.owner or cluster.roles_of(signer) is not None)
+    ):
+        return AUTHENTICATED
+    return ANONYMOUS
+
+
+def check_fresh(
+    guard: ReplayGuard,
+    args: TsdList,
+    signer: bytes,
+    now: float,
+    *,
+    pool: str = AUTHENTICATED,
+    peer: bytes | None = None,
+) -> None:
+    """Step 6: a signed request needs TIMESTAMP and NONCE, within the skew and never seen
+    (remembered in ``pool``, counted against the signer's and, when anonymous, the peer's quota)."""
     timestamp = args.uint(CommonArg.TIMESTAMP, 8)
     nonce = args.fixed(CommonArg.NONCE, NONCE_SIZE)
     if timestamp is None or nonce is None:  # unreachable: required=True raises first
         raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "timestamp and nonce required")
-    verdict = guard.check(signer, nonce, timestamp, now)
+    verdict = guard.check(signer, nonce, timestamp, now, pool=pool, peer=peer)
     if not verdict.accepted:
         raise AvrsProtocolError(verdict.code, verdict.reason)
 

@@ -28,7 +28,6 @@ from dapsdk.avrs.constants import AvrsChannel
 from dapsdk.avrs.errors import AvrsProtocolError
 from dapsdk.avrs.events import AvrsEvent, ClusterRequestReceived, ContentReceived
 from dapsdk.avrs.packets import ContentPacket
-from dapsdk.avrs.replay import ReplayGuard
 from dapsdk.avrs.sessions import SessionRegistry
 from dapsdk.runtime.channel import Channel
 from dapsdk.runtime.node import ChannelProc, StreamNode
@@ -69,6 +68,7 @@ class AvrsBinding:
             sessions=service.sessions,
             replay_guard=service.replay_guard,
             content_callbacks=service.content_callbacks,
+            peer=stream.peer.public_key,
         )
         self.channels: dict[int, Channel] = {}
         self.lost = False
@@ -183,9 +183,7 @@ class AvrsService:
             resume_timeout=self.config.resume_timeout,
             max_contents=self.config.max_contents_per_session,
         )
-        self.replay_guard = ReplayGuard(
-            max_skew=self.config.max_clock_skew, max_entries=self.config.replay_entries
-        )
+        self.replay_guard = self.config.replay_guard()
         self.content_callbacks = (
             content_callbacks if content_callbacks is not None else ContentCallbacks()
         )

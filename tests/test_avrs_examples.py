@@ -23,7 +23,12 @@ from .integration.avrs_env import AvrsEnv, start_publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-AVRS_EXAMPLES = {"avrs_basic_init.py", "avrs_sessions.py", "avrs_callbacks.py"}
+AVRS_EXAMPLES = {
+    "avrs_basic_init.py",
+    "avrs_sessions.py",
+    "avrs_callbacks.py",
+    "avrs_cluster_management.py",  # tests/cluster/test_cluster_example.py
+}
 TIMEOUT = 60.0
 
 

@@ -105,8 +105,8 @@ class Cluster:
         self.keys[name] = identity
         return identity
 
-    def start(self, name: str, role: str) -> NodeProc:
-        cfg = self.config(name, role)
+    def start(self, name: str, role: str, extra: str = "") -> NodeProc:
+        cfg = self.config(name, role, extra)
         proc = subprocess.Popen(
             [sys.executable, "-m", "dapsdk.cli", "node", "--config", str(cfg), "--ready"],
             stdout=subprocess.PIPE,

@@ -7,7 +7,8 @@ identity of ``--config`` and sends one signed cluster request:
 - ``join``: MEMBER_REQUEST_ADD without credentials: pending until a host or operator approves;
 - ``approve MEMBER [--role R] [--totp CODE]``: MEMBER_REQUEST_APPROVE (host/operator);
 - ``remove MEMBER``: MEMBER_REMOVE (host/operator), revoked cluster-wide;
-- ``roles MEMBER ROLES``: ROLE_ASSIGN (host).
+- ``roles MEMBER ROLES``: ROLE_ASSIGN (host);
+- ``drain NODE [--undo]``: CHANGE with DRAIN (host): balancers move the node's clients away.
 
 MEMBER is the 64-hex-digit identity ``avrs cluster join`` and ``members`` print.
 """
@@ -32,6 +33,7 @@ from ..services.auth.roles import format_roles, parse_roles
 from ..services.cluster_requests import ServiceArg
 from ..services.registry import RegistryUnavailable
 from ..services.registry.memory import MemoryRegistry
+from ..stream.identity import NodeAddress
 
 _config_option = click.option(
     "--config",
@@ -200,3 +202,18 @@ def _roles(text: str) -> int:
         return int(parse_roles(text)) & 0xFFFF
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+@cluster.command("drain")
+@_config_option
+@_to_option
+@click.argument("node_address")
+@click.option("--undo", is_flag=True, help="Let the node take clients again.")
+def drain(config_path: Path, target: str | None, node_address: str, undo: bool) -> None:
+    """Drain a server (host only): it takes no new clients and balancers move its clients."""
+    try:
+        address = NodeAddress.parse(node_address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    data = address.value.to_bytes(8, "little") + bytes([0 if undo else 1])
+    _finish(*_run(config_path, target, ClusterOp.CHANGE, [Tsd(ServiceArg.DRAIN, data)])[:3])

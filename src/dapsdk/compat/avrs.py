@@ -36,6 +36,7 @@ from ..services.auth import AuthError, parse_certificate
 from ..services.avrs_client import AvrsRequestError
 from ..services.avrs_cluster import Membership, content_guuid, node_address_of
 from ..services.avrs_media import parse_signed_media
+from ..services.registry import RegistryUnavailable
 from ..stream.channel_key import ChannelKey
 from ..stream.errors import DapError, StreamClosedError
 from ..stream.identity import NodeAddress, NodeIdentity
@@ -110,7 +111,7 @@ def avrs_plugin_init(
         loop = LoopThread()
         try:
             loop.run(node.start())
-        except (OSError, DapError, ValueError) as exc:
+        except (OSError, DapError, ValueError, RegistryUnavailable) as exc:
             loop.stop()
             return -1, f"cannot start the node: {exc}"
         _loop, _node = loop, node
@@ -473,7 +474,12 @@ def avrs_cluster_get_my_role() -> int:
 
 def avrs_cluster_add_member(member_id: object, role: int) -> int:
     """Make ``member_id`` (identity hash, NodeIdentity or AvrsSigner) a member of this node's
-    cluster with ``role``. Only hosts and operators may; returns an AVRS code."""
+    cluster with ``role``. Only hosts and operators may; returns an AVRS code.
+
+    On a host that shares a registry (``redis_url``) the host signs the membership record and
+    every node of the cluster, in every process, admits the member. A node that shares a registry
+    but cannot sign (not the host) answers CLUSTER_WRONG_REQUEST: membership is changed at the
+    host."""
     try:
         loop, node = _plugin()
         identity, _subject = _member_identity(member_id)
@@ -484,12 +490,18 @@ def avrs_cluster_add_member(member_id: object, role: int) -> int:
         return int(AvrsError.ARG_INCORRECT)
     if not node.role & (Role.HOST | Role.OPERATOR):
         return int(AvrsError.SIGN_ALIEN)
+    sync = node.sync
+    if sync is not None and sync.replicates_membership and not sync.signs_membership:
+        log.error("avrs_cluster_add_member: membership is changed at the cluster host")
+        return int(AvrsError.CLUSTER_WRONG_REQUEST)
     loop.call(node.directory.add_member, identity, Membership(Role(role & 0xFFFF)))
     return AVRS_SUCCESS
 
 
 def avrs_cluster_monitor_performance() -> dict[str, Any]:
-    """Sessions, connections and stream statistics of this node (empty before init)."""
+    """Sessions, connections and stream statistics of this node, and under ``cluster`` what the
+    registry says about the whole cluster: every live node with its roles, region and last load
+    report, members, contents and their carriers (empty before init)."""
     if _loop is None or _node is None:
         return {}
     node = _node
@@ -504,6 +516,7 @@ def avrs_cluster_monitor_performance() -> dict[str, Any]:
             "bytes_sent": stats.bytes_sent,
             "bytes_received": stats.bytes_received,
             "avg_latency_ms": stats.avg_latency,
+            "cluster": node.requests.stats() if node.requests is not None else {},
         }
 
     return _loop.call(collect)

@@ -142,6 +142,7 @@ class AvrsNode:
         avrs = self.config.avrs
         return (
             self.sync is not None
+            and self.sync.registry.kind != "memory"
             and self.sync.replicates_membership
             and not self.sync.signs_membership
             and self.credentials.certificate is not None
@@ -150,17 +151,18 @@ class AvrsNode:
         )
 
     async def _join_host(self) -> None:
-        """A server or balancer with a CA certificate asks the host to admit it, so that the
-        host signs its membership record (balancers only send clients to verified servers)."""
+        """A server or balancer with a CA certificate and a shared registry asks the host to
+        admit it, so that the host signs its membership record (balancers only send clients to
+        verified servers). The request needs no session: none is opened (or closed) here, so an
+        application's own session of the same identity is not disturbed."""
         cert = self.credentials.certificate_der
         try:
             client = await self.connect_client(self.config.avrs.host_address)
             try:
-                await client.open()
                 reply = await client.join(self.directory.cluster_id, certificate=cert)
                 log.info("join at the host: %s", reply.token)
             finally:
-                await client.close()
+                await client.stream.close()
         except (OSError, TimeoutError, ConnectionError, DapError) as exc:
             log.warning("could not join at the host %s: %s", self.config.avrs.host_address, exc)
 

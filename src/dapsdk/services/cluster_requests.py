@@ -9,7 +9,8 @@ cluster's host but shares a registry, approve/remove/role changes are refused
 
 Arguments this layer adds (the core passes unknown types through): URL 0x52 (UTF-8, BALANCE_RESP:
 where to connect), STATS 0x53 (UTF-8 JSON, STATS_RESP), REGION 0x54 (UTF-8, BALANCE_REQ: the
-client's region).
+client's region), DRAIN 0x55 (CHANGE, host only: u64 node address + u8 1 drain / 0 undrain; the
+node stops taking clients and balancers move its clients away).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 from dapsdk.avrs.constants import (
@@ -58,6 +60,7 @@ class ServiceArg(enum.IntEnum):
     URL = 0x52
     STATS = 0x53
     REGION = 0x54
+    DRAIN = 0x55
 
 
 #: Membership changes only the host may make when the registry is shared.
@@ -194,6 +197,14 @@ class ClusterRequests:
     def _change(self, binding: AvrsBinding, event: ClusterRequestReceived) -> Answer:
         info = self.cluster(event)
         algorithm = event.args.uint(ClusterArg.SIGN_ALGORITHM, 2, required=False)
+        drain = event.args.get(ServiceArg.DRAIN)
+        if drain is not None:
+            if len(drain) != 9 or drain[8] > 1:
+                return int(AvrsError.ARG_INCORRECT), "DRAIN is a u64 node address and a u8 0/1"
+            address = str(NodeAddress(int.from_bytes(drain[:8], "little")))
+            if address not in self.sync.state.nodes:
+                return int(AvrsError.MEMBER_NOT_FOUND), f"no live node {address}"
+            self._write(partial(self.sync.request_drain, address, bool(drain[8])))
         self._set_options(info.cluster_id, event)
         if algorithm is not None:
             full = self.directory.view.cluster(info.cluster_id)
@@ -305,6 +316,7 @@ class ClusterRequests:
     def rebalance(self) -> int:
         """Move the clients of dead or draining servers; returns how many were moved."""
         moved = 0
+        nodes = self.sync.state.nodes
         for client, old in self.balancer.orphans():
             binding = self.bindings.get(client)
             if binding is None or binding.lost:
@@ -315,7 +327,8 @@ class ClusterRequests:
             if node is None:
                 continue
             placement = self.balancer.place(client, node)
-            self.redirect(binding, placement.url, "failover")
+            reason = "drain" if old.server in nodes else "failover"
+            self.redirect(binding, placement.url, reason)
             moved += 1
         self.redirected += moved
         if moved:

@@ -50,6 +50,8 @@ log = logging.getLogger("dapsdk.avrs.cluster")
 
 #: Most registry writes waiting while the registry is away; beyond, a full re-push is scheduled.
 MAX_PENDING_WRITES: Final = 10_000
+#: Seconds :meth:`ClusterSync.close` waits for queued writes.
+CLOSE_FLUSH_TIMEOUT: Final = 2.0
 
 
 @dataclass
@@ -176,6 +178,11 @@ class ClusterSync:
         ]
 
     async def close(self) -> None:
+        if self._tasks and self.available:
+            try:  # flush what this node wrote (a host's last records) before leaving
+                await asyncio.wait_for(self._writes.join(), CLOSE_FLUSH_TIMEOUT)
+            except TimeoutError:
+                log.warning("closing with %d registry writes not flushed", self._writes.qsize())
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -456,12 +463,16 @@ class ClusterSync:
                 log.warning("registry write failed (replayed when it returns): %s", exc)
                 self._dirty = True
                 self.available = False
+            finally:
+                self._writes.task_done()
 
     # ------------------------------------------------------------------ events
 
-    async def write(self, action: Callable[[], object]) -> None:
-        """Queue a registry write (request handlers: routes, loads, QoE)."""
-        self._write(action, "request")
+    async def request_drain(self, address: str, on: bool) -> None:
+        """Ask node ``address`` to drain (or stop draining), cluster-wide."""
+        await self.registry.publish(
+            ClusterEvent("drain", {"address": address, "on": on}, self.node.address)
+        )
 
     def _on_event(self, event: ClusterEvent) -> None:
         if event.kind in ("member", "revoke"):
@@ -472,6 +483,11 @@ class ClusterSync:
                 except ValueError:
                     blob = b""
                 self._apply_blob(blob, time.time())
+        elif event.kind == "drain":
+            if event.data.get("address") == self.node.address:
+                self.draining = bool(event.data.get("on"))
+                log.info("draining" if self.draining else "no longer draining")
+            self.refresh_soon()
         elif event.origin != self.node.address:
             self.refresh_soon()
         for listener in tuple(self.listeners):

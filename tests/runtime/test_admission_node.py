@@ -16,6 +16,7 @@ from dapsdk.stream.constants import HEADER, HandshakeStep, PacketType
 from dapsdk.stream.errors import ErrorCode, RemoteError
 from dapsdk.stream.identity import NodeIdentity
 
+from ..conftest import listen_url
 from ..servers import stream_server
 
 ALWAYS_COOKIE = AdmissionConfig(cookie_threshold=0)
@@ -29,9 +30,10 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_client_under_load_retries_with_the_cookie_and_connects() -> None:
+async def test_client_under_load_retries_with_the_cookie_and_connects(transport: str) -> None:
+    # The same admission on every transport, keyed by the peer's address.
     async with StreamNode(admission=ALWAYS_COOKIE) as server, StreamNode() as client:
-        listener = await server.listen("tcp://127.0.0.1:0")
+        listener = await server.listen(listen_url(transport))
         stream = await client.connect(listener.url)
         assert stream.is_active
         stats = server.admission.stats

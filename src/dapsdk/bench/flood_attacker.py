@@ -22,7 +22,10 @@ import os
 import resource
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 
 from ..stream.config import StreamConfig
 from ..stream.connection import StreamConnection
@@ -143,29 +146,63 @@ async def tcp_flood(
     return counters
 
 
-async def quic_flood(host: str, port: int, initials: int, stop: asyncio.Event) -> Counters:
+def initial_factory(host: str, port: int) -> Callable[[], bytes]:
+    """Datagrams carrying one real client Initial (a TLS ClientHello), each re-protected for a
+    fresh destination connection id, so every one looks like a new connection to the server
+    (building a ClientHello per Initial costs 5 ms; re-protecting one costs microseconds)."""
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import pull_quic_header
 
+    config = QuicConfiguration(is_client=True, alpn_protocols=["dapstream/1"])
+    conn = QuicConnection(configuration=config)
+    conn.connect((host, port), now=0.0)
+    [(datagram, _)] = conn.datagrams_to_send(now=0.0)
+    buf = Buffer(data=datagram)
+    header = pull_quic_header(buf, host_cid_length=8)
+    assert header.version is not None
+    version = header.version
+    offset = buf.tell()
+    end = header.packet_length
+    opener = CryptoPair()
+    opener.setup_initial(cid=header.destination_cid, is_client=False, version=version)
+    plain_header, payload, number = opener.decrypt_packet(datagram[:end], offset, 0)
+    cid_at = 6  # first byte, version (4), DCID length (1)
+    padding = datagram[end:]
+
+    def make() -> bytes:
+        cid = os.urandom(len(header.destination_cid))
+        sealer = CryptoPair()
+        sealer.setup_initial(cid=cid, is_client=True, version=version)
+        new_header = plain_header[:cid_at] + cid + plain_header[cid_at + len(cid) :]
+        return sealer.encrypt_packet(new_header, payload, number) + padding
+
+    return make
+
+
+async def quic_flood(
+    host: str, port: int, initials: int, stop: asyncio.Event, rate: float = 1000.0
+) -> Counters:
     counters = Counters()
-    loop = asyncio.get_running_loop()
     socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
     for sock in socks:
         sock.setblocking(False)
         sock.bind(("127.0.0.1", 0))
     addr = (host, port)
+    make = initial_factory(host, port)
     for i in range(initials):
-        config = QuicConfiguration(is_client=True, alpn_protocols=["dapstream/1"])
-        conn = QuicConnection(configuration=config)
-        conn.connect(addr, now=loop.time())
-        for data, _ in conn.datagrams_to_send(now=loop.time()):
+        data = make()
+        while True:
             try:
                 socks[i % len(socks)].sendto(data, addr)
+                break
             except BlockingIOError:
                 await asyncio.sleep(0.001)  # attacker pacing: the socket buffer is full
-            counters.initials_sent += 1
-        if i % 50 == 49:
-            await asyncio.sleep(0)
+        counters.initials_sent += 1
+        if i % 10 == 9:
+            # Paced so the node's UDP receive buffer does not simply drop most of them.
+            await asyncio.sleep(10.0 / rate)
             _drain(socks, counters)
     _emit({"event": "ready", "kind": "quic", **asdict(counters)})
     while not stop.is_set():
@@ -205,7 +242,7 @@ async def _main(args: argparse.Namespace) -> None:
 
     loop.add_reader(sys.stdin.fileno(), on_stdin)
     if args.kind == "quic":
-        counters = await quic_flood(args.host, args.port, args.sockets, stop)
+        counters = await quic_flood(args.host, args.port, args.sockets, stop, args.rate)
     else:
         counters = await tcp_flood(
             args.kind, args.host, args.port, args.sockets, args.drip, stop, args.reconnect_delay
@@ -220,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sockets", type=int, default=1000, help="sockets (or QUIC Initials)")
     parser.add_argument("--drip", type=float, default=0.5, help="slowloris: seconds per byte")
+    parser.add_argument("--rate", type=float, default=1000.0, help="quic: Initials per second")
     parser.add_argument(
         "--reconnect-delay", type=float, default=0.0, help="seconds before re-opening a socket"
     )

@@ -33,16 +33,20 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic import events as qe
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..stream.admission import AdmissionConfig, HandshakeAdmission
 from ..stream.constants import ChannelId, PacketType
 from ..stream.datagram import (
     DATAGRAM_OVERHEAD,
@@ -236,10 +240,30 @@ def realtime(stream: Stream) -> RealtimeDatagrams:
     return rt
 
 
+#: Half-open QUIC connections (Initial received, dap_stream stream not yet open) a listener keeps.
+MAX_HALF_OPEN = 256
+#: Half-open connections from which a new Initial without a token gets a stateless QUIC Retry.
+RETRY_THRESHOLD = 64
+#: Seconds a half-open connection may take to open the dap_stream stream (TLS included).
+HALF_OPEN_TIMEOUT = 5.0
+
+
+def quic_admission_config() -> AdmissionConfig:
+    """Admission of half-open QUIC connections (same policy as handshakes, smaller table)."""
+    return AdmissionConfig(
+        max_pending=MAX_HALF_OPEN, per_source=32, per_prefix=128, cookie_threshold=RETRY_THRESHOLD
+    )
+
+
 class _ServerState:
     def __init__(self, make_driver: DriverFactory) -> None:
         self.make_driver = make_driver
         self.closed = False
+        self.admission = HandshakeAdmission(quic_admission_config())
+        """Half-open QUIC connections: per source and prefix, eviction, Retry under load."""
+        self.half_open: dict[QuicLink, None] = {}
+        self.retries_sent = 0
+        self.evicted = 0
 
 
 class QuicLink(QuicConnectionProtocol):
@@ -269,6 +293,10 @@ class QuicLink(QuicConnectionProtocol):
         self._open_timer: asyncio.TimerHandle | None = None
         self.realtime = RealtimeDatagrams(self)
         self.terminated = asyncio.Event()
+        self.peername: Any = None
+        """The peer's UDP address (host, port), for the node's per-source admission."""
+        self.on_stream_open: Callable[[QuicLink], None] | None = None
+        """Server: called once the client opened the dap_stream stream (no longer half-open)."""
 
     # aioquic events ---------------------------------------------------------------------------
 
@@ -328,12 +356,29 @@ class QuicLink(QuicConnectionProtocol):
                 self._close_quic(0x0, "")
 
     def _start(self) -> None:
+        if self.on_stream_open is not None:
+            self.on_stream_open(self)
+            self.on_stream_open = None
         driver = self._make_driver(self)
         if driver is None:  # refused; the factory wrote a final ERROR
             self.close_transport()
             return
         self.driver = driver
         driver.attach(self)
+
+    def forget(self) -> None:
+        """Server: drop this half-open connection without a word (evicted or timed out)."""
+        self._quic_closed = True
+        self._fin_sent = True
+        self._cancel_timers()
+        for handle in (self._timer, self._transmit_task, self._flush_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = None
+        self._transmit_task = None
+        self._flush_handle = None
+        self._lost("QUIC connection dropped by admission")
+        self.terminated.set()
 
     def _lost(self, reason: str) -> None:
         driver = self.driver
@@ -423,6 +468,98 @@ class QuicLink(QuicConnectionProtocol):
         self._open_timer = None
 
 
+class _AdmittingQuicServer(QuicServer):
+    """aioquic's server with admission of half-open connections: a new Initial without a token
+    gets a stateless Retry under load (aioquic's address-validation tokens, RFC 9000 §8.1.2);
+    every admitted connection is counted per source and prefix until its dap_stream stream opens,
+    the least advanced oldest one is dropped (no state, no reply) when the table is full, and one
+    that has not opened its stream after :data:`HALF_OPEN_TIMEOUT` is dropped."""
+
+    def __init__(self, *, state: _ServerState, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._state = state
+        self._retry_handler = QuicRetryTokenHandler()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        data = cast(bytes, data)
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+            )
+        except ValueError:
+            return
+        new = (
+            header.packet_type == QuicPacketType.INITIAL
+            and header.destination_cid not in self._protocols
+            and len(data) >= SMALLEST_MAX_DATAGRAM_SIZE
+            and header.version in self._configuration.supported_versions
+        )
+        if not new:
+            super().datagram_received(data, addr)
+            return
+        state = self._state
+        host = str(addr[0])
+        if header.token or state.admission.needs_cookie(host):
+            # Validate a token, or answer with a stateless Retry (no token under load).
+            self._retry = self._retry_handler
+            if not header.token:
+                state.retries_sent += 1
+        else:
+            self._retry = None  # type: ignore[assignment]
+        super().datagram_received(data, addr)
+        protocol = self._protocols.get(header.destination_cid)
+        if not isinstance(protocol, QuicLink) or protocol in state.half_open:
+            return
+        now = self._loop.time()
+        protocol.peername = addr
+        for victim in state.admission.admit(protocol, host, now):
+            assert isinstance(victim, QuicLink)
+            self._drop(victim)
+        state.half_open[protocol] = None
+        if header.token:
+            state.admission.validated(protocol)
+        protocol.on_stream_open = self._opened
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(1.0, self._sweep)
+
+    def _opened(self, link: QuicLink) -> None:
+        self._state.half_open.pop(link, None)
+        self._state.admission.complete(link)
+
+    def _connection_terminated(self, protocol: QuicConnectionProtocol) -> None:
+        if isinstance(protocol, QuicLink):
+            self._state.half_open.pop(protocol, None)
+            self._state.admission.discard(protocol)
+        super()._connection_terminated(protocol)
+
+    def _drop(self, link: QuicLink) -> None:
+        """Forget a half-open connection at once: no reply, no timers, no state."""
+        state = self._state
+        state.half_open.pop(link, None)
+        state.admission.discard(link)
+        state.evicted += 1
+        for cid, proto in list(self._protocols.items()):
+            if proto is link:
+                del self._protocols[cid]
+        link.forget()
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        state = self._state
+        for key in state.admission.expired(self._loop.time(), HALF_OPEN_TIMEOUT):
+            assert isinstance(key, QuicLink)
+            self._drop(key)
+        if state.half_open:
+            self._sweeper = self._loop.call_later(1.0, self._sweep)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        super().close()
+
+
 class _QuicListener:
     def __init__(
         self, server: QuicServer, transport: asyncio.DatagramTransport, state: _ServerState
@@ -470,7 +607,9 @@ class QuicTransport:
             return QuicLink(quic, make_driver=make_driver, server=state)
 
         transport, server = await loop.create_datagram_endpoint(
-            lambda: QuicServer(configuration=config, create_protocol=create_protocol),
+            lambda: _AdmittingQuicServer(
+                state=state, configuration=config, create_protocol=create_protocol
+            ),
             local_addr=(endpoint.host, endpoint.port),
         )
         port = transport.get_extra_info("sockname")[1]

@@ -94,6 +94,8 @@ class WsLink:
         self._closing = False
         self._aborted = False
         self._writer: asyncio.Task[None] | None = None
+        self.peername: Any = None
+        """Server: the client's TCP address (host, port), for the node's per-source admission."""
 
     @property
     def queued_bytes(self) -> int:
@@ -217,7 +219,9 @@ async def _serve_request(request: web.Request, make_driver: DriverFactory) -> we
         if transport is not None:
             transport.abort()
 
-    await WsLink(ws, abort).run(make_driver)
+    link = WsLink(ws, abort)
+    link.peername = transport.get_extra_info("peername") if transport is not None else None
+    await link.run(make_driver)
     return ws
 
 

@@ -248,6 +248,23 @@ class HandshakeAdmission:
         self._set_rank(entry, RANK_HELLO)
         return HelloVerdict(True)
 
+    def needs_cookie(self, address: str) -> bool:
+        """Would a new connection from ``address`` be under load (QUIC: send a Retry)?"""
+        config = self.config
+        if len(self._entries) + 1 >= config.cookie_threshold:
+            return True
+        source = self._by_source.get(address)
+        if source is not None and 2 * (len(source) + 1) > config.per_source:
+            return True
+        prefix = self._by_prefix.get(source_prefix(address))
+        return prefix is not None and 2 * (len(prefix) + 1) > config.per_prefix
+
+    def validated(self, key: Hashable) -> None:
+        """The connection proved its address another way (a QUIC Retry token)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._set_rank(entry, RANK_COOKIE)
+
     def complete(self, key: Hashable) -> None:
         """The handshake completed: the connection leaves the table."""
         if self.discard(key):

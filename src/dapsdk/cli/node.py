@@ -18,6 +18,8 @@ async def serve(path: Path, ready_line: bool) -> None:
     node = build_node(load_node_config(path))
     await node.start()
     print(f"node {node.address}", flush=True)
+    for label, url in node.announcements:
+        print(f"{label} {url}", flush=True)
     await announce_and_serve(node.urls, ready_line, node.close)
 
 

@@ -41,6 +41,7 @@ from .values import (
     FilePath,
     HostPort,
     Integer,
+    Ladder,
     ListenAddress,
     ListenUrls,
     Parser,
@@ -71,8 +72,6 @@ IDENTITY_FILE_NAME: Final = "node.key"
 #: with "not supported yet" and the reason, never silently ignored. A helper who implements a
 #: key removes its row here (and the docs' key reference is regenerated from this table).
 NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
-    ("avrs", "supported_formats"): "media format conversion is not part of the node yet",
-    ("avrs", "adaptive_streaming"): "the node does not transcode renditions yet",
     ("avrs", "loopback_no_credentials"): "publish/play without credentials is not built yet",
     ("avrs", "token_required"): "publish/play admission by address is not built yet",
 }
@@ -161,7 +160,12 @@ class AvrsSection:
     )
     supported_formats: tuple[str, ...] = field(
         default=("h264", "aac", "webm"),
-        metadata=_meta(Words(KNOWN_FORMATS), "Codecs and containers this node handles"),
+        metadata=_meta(
+            Words(KNOWN_FORMATS),
+            "Codecs and containers this node handles (a container stands for its codecs: mp4 = "
+            "h264,aac; webm = vp9,vp8,opus). Ingested tracks in another codec are converted to the "
+            "first listed codec of their kind that has an encoder; needs one video and one audio",
+        ),
     )
     max_bitrate: int = field(
         default=10_000_000,
@@ -171,7 +175,20 @@ class AvrsSection:
         ),
     )
     adaptive_streaming: bool = field(
-        default=True, metadata=_meta(Boolean(), "Offer several renditions, switch by bandwidth")
+        default=True,
+        metadata=_meta(
+            Boolean(),
+            "Offer several renditions, switch by bandwidth: live ingest encodes the "
+            "rendition_ladder renditions below the source height (x264 ultrafast)",
+        ),
+    )
+    rendition_ladder: tuple[str, ...] = field(
+        default=("1080p:5000k", "720p:2800k", "480p:1400k", "360p:800k"),
+        metadata=_meta(
+            Ladder(),
+            "Renditions of adaptive streaming (height and video bitrate); only those below the "
+            "source height are made",
+        ),
     )
     balancer_address: Endpoint | None = field(
         default=None,

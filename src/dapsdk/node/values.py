@@ -279,6 +279,33 @@ class Words(Parser):
         return tuple(dict.fromkeys(items))
 
 
+_RUNG_RE: Final = re.compile(r"^(\d+)p:(\d+)([km]?)$", re.IGNORECASE)
+
+
+class Ladder(Parser):
+    """Renditions as ``HEIGHTp:BITRATE`` (bits/s, ``k`` or ``M`` suffix), comma separated."""
+
+    type_name = "list"
+    allowed = "HEIGHTp:BITRATE[k|M] items, e.g. 720p:2800k; even heights 144..4320, distinct"
+
+    def parse(self, raw: str, ctx: Context) -> tuple[str, ...]:
+        items = [part.strip().replace(" ", "") for part in raw.split(",") if part.strip()]
+        if not items:
+            raise BadValue(f"must be {self.allowed}")
+        heights = set()
+        for item in items:
+            match = _RUNG_RE.match(item)
+            if match is None:
+                raise BadValue(f"{item!r} is not HEIGHTp:BITRATE")
+            height = int(match[1])
+            if not 144 <= height <= 4320 or height % 2:
+                raise BadValue(f"{item!r}: the height must be even, 144..4320")
+            if height in heights:
+                raise BadValue(f"{item!r}: two renditions of height {height}")
+            heights.add(height)
+        return tuple(items)
+
+
 class RedisUrl(Parser):
     type_name = "URL"
     allowed = "redis://host:port[/db], rediss://... or unix:///path/to/socket; empty: embedded"

@@ -40,6 +40,8 @@ from dapsdk.services.cluster_requests import ClusterRequests
 from dapsdk.services.cluster_sync import ClusterSync, LocalNode
 from dapsdk.services.media.bridge import MediaBridge
 from dapsdk.services.media.hub import HubConfig, LiveContent, MediaHub
+from dapsdk.services.media.ingest import IngestPolicy, IngestService, format_policy
+from dapsdk.services.media.transcode import parse_ladder
 from dapsdk.services.membership import RecordVerifier
 from dapsdk.services.registry import NodeRecord, Registry
 from dapsdk.services.registry.memory import MemoryRegistry
@@ -48,7 +50,7 @@ from dapsdk.stream.config import PeerIdentity, PeerVerifier
 from dapsdk.stream.errors import DapError
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
-from .config import ConfigError, NodeConfig, tls_server_context
+from .config import DEFAULT_RTMP, ConfigError, NodeConfig, tls_server_context
 from .credentials import NodeCredentials, load_node_credentials
 from .debug import set_avrs_debug
 
@@ -78,6 +80,11 @@ class AvrsNode:
     """Answers the cluster requests that read or change shared state (and balances)."""
     listeners: list[Listener] = field(default_factory=list)
     started: bool = False
+    ingest: IngestService | None = None
+    """RTMP ingest into :attr:`hub` (nodes whose roles include host or server)."""
+    announcements: list[tuple[str, str]] = field(default_factory=list)
+    """``(label, url)`` of further services a user needs (RTMP ingest, HTTP gateway): services
+    composed onto the node append theirs; ``avrs node`` prints each as ``label url``."""
     _join_task: asyncio.Future[None] | None = None
 
     @property
@@ -132,11 +139,34 @@ class AvrsNode:
                 await self.stream_node.close()
                 self.listeners.clear()
                 raise
+        if self.ingest is not None:
+            try:
+                await self._start_rtmp(self.ingest)
+            except BaseException:
+                await self.close()
+                raise
         self.started = True
         if self._joins_host():
             self._join_task = asyncio.ensure_future(self._join_host())
         for listener in self.listeners:
             log.info("AVRS node %s listening on %s", self.address, listener.url)
+
+    async def _start_rtmp(self, ingest: IngestService) -> None:
+        """Listen on ``rtmp_listen``. The default address (127.0.0.1:1935) is best effort: when
+        it is taken the node runs without RTMP and says so; an address set in the
+        configuration must be free (OSError)."""
+        where = self.config.avrs.rtmp_listen
+        assert where is not None
+        try:
+            url = await ingest.start(where.host, where.port)
+        except OSError as exc:
+            if where != DEFAULT_RTMP:
+                raise OSError(exc.errno, f"RTMP ingest on {where}: {exc.strerror}") from None
+            log.warning("RTMP ingest not started: %s is in use (%s)", where, exc.strerror)
+            self.ingest = None
+            return
+        self.announcements.append(("rtmp", f"{url}/NAME"))
+        log.info("RTMP ingest on %s/NAME", url)
 
     def _joins_host(self) -> bool:
         avrs = self.config.avrs
@@ -167,6 +197,8 @@ class AvrsNode:
             log.warning("could not join at the host %s: %s", self.config.avrs.host_address, exc)
 
     async def close(self) -> None:
+        if self.ingest is not None:
+            await self.ingest.close()
         if self.media is not None:
             await self.media.close()
         if self._join_task is not None:
@@ -379,7 +411,37 @@ def build_node(
         sync=sync,
         requests=requests,
         listeners=listeners,
+        ingest=_compose_ingest(config, credentials, hub),
     )
+
+
+def _compose_ingest(
+    config: NodeConfig, credentials: NodeCredentials, hub: MediaHub
+) -> IngestService | None:
+    """RTMP ingest for a node whose roles include host or server and that has ``rtmp_listen``;
+    its policy comes from the loopback/token rules, ``supported_formats``,
+    ``adaptive_streaming`` and ``rendition_ladder``."""
+    avrs = config.avrs
+    if not (Role(int(avrs.role) & 0xFFFF) & (Role.HOST | Role.SERVER)) or not avrs.rtmp_listen:
+        return None
+    try:
+        formats = format_policy(avrs.supported_formats)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{config.source}: [avrs] supported_formats: {exc}",
+            path=config.source,
+            section="avrs",
+            key="supported_formats",
+        ) from None
+    policy = IngestPolicy(
+        loopback_no_credentials=avrs.loopback_no_credentials,
+        token_required=avrs.token_required,
+        token_verifier=credentials.token_verifier,
+        formats=formats,
+        adaptive=avrs.adaptive_streaming,
+        ladder=parse_ladder(",".join(avrs.rendition_ladder)),
+    )
+    return IngestService(hub, AvrsSigner(credentials.identity.private_key), policy)
 
 
 def _directory_follower(directory: ClusterDirectory) -> Callable[[bytes, LiveContent | None], None]:

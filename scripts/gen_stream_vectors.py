@@ -1,4 +1,4 @@
-"""Regenerate tests/vectors/{header,handshake,sealed}.json.
+"""Regenerate tests/vectors/{header,handshake,sealed,cookie}.json.
 
 Everything is derived from fixed seeds except the responder's ML-KEM encapsulation randomness, which
 the `cryptography` API does not let us fix: RESPONSE is therefore recorded, and the vector says so.
@@ -13,9 +13,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from dapsdk.stream.admission import CookieIssuer
 from dapsdk.stream.config import StreamConfig
-from dapsdk.stream.constants import HEADER, ChannelId, PacketFlag, PacketType
+from dapsdk.stream.connection import plaintext_error
+from dapsdk.stream.constants import HEADER, ChannelId, HandshakeStep, PacketFlag, PacketType
 from dapsdk.stream.crypto import DirectionCipher
+from dapsdk.stream.errors import ErrorCode
 from dapsdk.stream.handshake import Handshake
 from dapsdk.stream.identity import NodeIdentity
 
@@ -60,8 +63,52 @@ def header_vectors() -> list[dict[str, object]]:
     ]
 
 
+def cookie_vectors() -> dict[str, object]:
+    """The cookie retry of docs/protocol.md §3.7 with a fixed responder master secret."""
+    master = hashlib.sha256(b"dapsdk vector cookie master").digest()
+    issuer = CookieIssuer(master, period=120.0)
+    cases = []
+    for address, now in [
+        ("192.0.2.1", 1_000_000.0),
+        ("::ffff:192.0.2.1", 1_000_000.0),  # IPv4-mapped: the same 4 address bytes
+        ("2001:db8::7", 1_000_119.9),
+        ("198.51.100.200", 1_000_120.0),  # next epoch
+    ]:
+        cookie = issuer.make(address, now)
+        cases.append(
+            {
+                "address": address,
+                "responder_clock": now,
+                "epoch": issuer.epoch(now),
+                "cookie": cookie.hex(),
+                "retry_error_packet": plaintext_error(
+                    ErrorCode.RETRY_WITH_COOKIE, cookie.hex()
+                ).hex(),
+                "cookie_echo_packet": (
+                    HEADER.pack(len(cookie), PacketType.CONTROL, HandshakeStep.COOKIE, 0, 0)
+                    + cookie
+                ).hex(),
+            }
+        )
+    return {
+        "description": "Cookie retry under load (docs/protocol.md §3.7). secret_epoch = "
+        "HMAC-SHA256(master, 'dapstream cookie secret' || epoch u32 LE); cookie = epoch u32 LE || "
+        "HMAC-SHA256(secret_epoch, 'dapstream cookie' || address bytes)[0:16]; epoch = "
+        "floor(clock / 120). The responder answers HELLO with retry_error_packet (plaintext ERROR "
+        "0x16, reason = cookie in hex); the initiator sends cookie_echo_packet before its HELLO.",
+        "master": master.hex(),
+        "period": 120.0,
+        "cases": cases,
+    }
+
+
+def write_cookie_vectors() -> None:
+    (OUT / "cookie.json").write_text(json.dumps(cookie_vectors(), indent=2) + "\n")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
+    write_cookie_vectors()
     (OUT / "header.json").write_text(
         json.dumps(
             {

@@ -103,3 +103,26 @@ def test_sealed_packet_vectors() -> None:
             len(wire) - 12,
         )
         assert recv.open(wire[:12], seq, wire[12:]) == plaintext
+
+
+@pytest.mark.parametrize("case", load("cookie.json")["cases"])
+def test_cookie_vectors(case: dict) -> None:  # type: ignore[type-arg]
+    from dapsdk.stream.admission import CookieIssuer
+    from dapsdk.stream.errors import ErrorCode
+
+    v = load("cookie.json")
+    issuer = CookieIssuer(bytes.fromhex(v["master"]), period=v["period"])
+    cookie = bytes.fromhex(case["cookie"])
+    assert issuer.epoch(case["responder_clock"]) == case["epoch"]
+    assert issuer.make(case["address"], case["responder_clock"]) == cookie
+    assert issuer.check(cookie, case["address"], case["responder_clock"] + v["period"])
+    # The responder's reply and the initiator's echo, byte for byte, from the wire core.
+    responder = StreamConnection(StreamConfig(), NodeIdentity.generate(), is_client=False, now=0)
+    responder.hello_gate = lambda echoed: (ErrorCode.RETRY_WITH_COOKIE, cookie.hex())
+    initiator = StreamConnection(StreamConfig(), NodeIdentity.generate(), is_client=True, now=0)
+    responder.receive_data(b"".join(initiator.data_to_send()), 0.0)
+    assert b"".join(responder.data_to_send()).hex() == case["retry_error_packet"]
+    retried = StreamConnection(
+        StreamConfig(), NodeIdentity.generate(), is_client=True, now=0, cookie=cookie
+    )
+    assert retried.data_to_send()[0].hex() == case["cookie_echo_packet"]

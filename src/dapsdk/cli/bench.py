@@ -237,6 +237,57 @@ def render_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+@bench.command("flood")
+@click.option("--sockets", type=click.IntRange(0, 100_000), default=10_000, show_default=True,
+              help="Bogus or idle TCP sockets held open (40% idle, 20% partial HELLO, "
+              "20% slowloris, 20% replayed HELLO), each in its kind's attacker process.")  # fmt: skip
+@click.option("--quic-initials", type=click.IntRange(0, 100_000), default=6_000,
+              show_default=True, help="QUIC Initials sent by another attacker process.")  # fmt: skip
+@click.option("--clients", type=click.IntRange(1, 10_000), default=100, show_default=True,
+              help="Legitimate connects, one after another, once the floods run.")  # fmt: skip
+@click.option("--reconnect-delay", type=click.FloatRange(0, 60), default=0.0,
+              show_default=True,
+              help="Seconds an attacker waits before re-opening a socket the node closed.")  # fmt: skip
+@click.option("--quic-rate", type=click.FloatRange(1, 100_000), default=1000.0,
+              show_default=True, help="QUIC Initials per second.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def flood(
+    sockets: int,
+    quic_initials: int,
+    clients: int,
+    reconnect_delay: float,
+    quic_rate: float,
+    as_json: bool,
+) -> None:
+    """Legitimate connects while floods hit a node (node, attackers and clients in separate
+    processes): success ratio, p99 connect time and the node's peak RSS."""
+    from ..bench.flood import FloodError, run_flood_bench
+
+    try:
+        result = run_flood_bench(
+            sockets=sockets,
+            quic_initials=quic_initials,
+            clients=clients,
+            reconnect_delay=reconnect_delay,
+            quic_rate=quic_rate,
+        )
+    except FloodError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"flood: {sockets} sockets, {quic_initials} QUIC Initials")
+    table.add_column("measure")
+    table.add_column("value")
+    table.add_column("target")
+    table.add_row("legitimate success", f"{result['legit_success_ratio']:.2%}", "100%")
+    table.add_row("connect p99", f"{result['connect_p99_ms']} ms", "<= 500 ms")
+    table.add_row("connect p50", f"{result['connect_p50_ms']} ms", "")
+    table.add_row("node peak RSS", f"{result['node_peak_rss_kb'] / 1024:.0f} MB", "")
+    Console().print(table)
+
+
 @bench.command("transcode")
 @click.option("--seconds", type=click.FloatRange(0.5, 60), default=4.0, show_default=True,
               help="Length of the synthetic source.")  # fmt: skip

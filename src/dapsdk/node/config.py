@@ -141,7 +141,10 @@ class AvrsSection:
     )
     max_connections: int = field(
         default=10000,
-        metadata=_meta(Integer(1, 1_000_000), "Most simultaneous peer connections accepted"),
+        metadata=_meta(
+            Integer(1, 1_000_000),
+            "Established peer streams accepted at once; beyond, ERROR CONNECTION_LIMIT",
+        ),
     )
     buffer_size: int = field(
         default=65536,

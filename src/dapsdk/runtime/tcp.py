@@ -14,6 +14,10 @@ from .transport import DriverFactory, TransportServer
 #: Linux's TCP_NOTSENT_LOWAT (not exported by the socket module).
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 NOTSENT_LOWAT_BYTES = 128 * 1024
+#: Listen backlog (the kernel caps it at net.core.somaxconn, 4096 on current Linux): a flood of
+#: connects must not overflow the accept queue, or a legitimate client's SYN is dropped and
+#: retried a second later; the node's admission, not the kernel, decides whom to keep.
+LISTEN_BACKLOG = 4096
 #: Bytes the transport buffers before it asks the driver to pause (bounded sealed backlog).
 WRITE_HIGH_WATER = 128 * 1024
 
@@ -102,7 +106,10 @@ class TcpTransport:
     ) -> tuple[TransportServer, Endpoint]:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: TcpStreamProtocol(make_driver), endpoint.host, endpoint.port
+            lambda: TcpStreamProtocol(make_driver),
+            endpoint.host,
+            endpoint.port,
+            backlog=LISTEN_BACKLOG,
         )
         port = server.sockets[0].getsockname()[1]
         bound = Endpoint(endpoint.scheme, endpoint.host, port, endpoint.path, endpoint.node)

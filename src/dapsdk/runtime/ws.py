@@ -38,6 +38,7 @@ from aiohttp import web
 
 from .driver import ConnectionDriver
 from .endpoint import Endpoint, parse_endpoint
+from .tcp import LISTEN_BACKLOG
 from .transport import DriverFactory, TransportServer
 
 if TYPE_CHECKING:
@@ -371,7 +372,9 @@ class WsTransport:
         app.router.add_get(endpoint.path, handler.handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, endpoint.host, endpoint.port, ssl_context=ssl_context)
+        site = web.TCPSite(
+            runner, endpoint.host, endpoint.port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG
+        )
         try:
             await site.start()
         except BaseException:

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dapsdk.avrs.constants import ClusterOp, Role
 from dapsdk.avrs.errors import AvrsError
 from dapsdk.avrs.signing import AvrsSigner
@@ -30,6 +32,7 @@ def _example(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.timeout(300)
 async def test_the_seed_snippet_adds_a_member_cluster_wide(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis")
     redis.start()

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = "cl"
 CID = cluster_guuid(CLUSTER)
 HEARTBEAT = 0.5
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 @dataclass
@@ -93,7 +93,10 @@ class Cluster:
             lines.append("listen = tcp://127.0.0.1:0")
         if host is not None and role != "host":
             lines.append(f"host_address = {host.url}")
-        path.write_text("\n".join(lines) + "\n" + extra)
+        # The registry heartbeat is fast (a dead server is gone after 3 × HEARTBEAT); the
+        # streams' own keepalive is relaxed so a loaded CI machine does not cut them.
+        stream = "[stream]\nkeepalive_timeout = 30\n"
+        path.write_text("\n".join(lines) + "\n" + extra + stream)
         return path
 
     def identity(self, name: str, roles: Role | None) -> NodeIdentity:

@@ -36,10 +36,12 @@ from .values import (
     Boolean,
     Choice,
     ClusterId,
+    Command,
     Context,
     DirPath,
     FilePath,
     HostPort,
+    HttpUrl,
     Integer,
     Ladder,
     ListenAddress,
@@ -297,6 +299,36 @@ class AvrsSection:
             ClusterId(),
             "Geographic region of this node; balancers prefer servers in the client's region",
         ),
+    )
+    scale_up_sessions: int | None = field(
+        default=None,
+        metadata=_meta(
+            Integer(1, 1_000_000),
+            "Balancer: signal scale-up when live servers average more sessions than this",
+        ),
+    )
+    scale_down_sessions: int | None = field(
+        default=None,
+        metadata=_meta(
+            Integer(0, 1_000_000),
+            "Balancer: signal scale-down when live servers average fewer sessions than this",
+        ),
+    )
+    scale_command: tuple[str, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            Command(),
+            "Balancer: command run on a scaling signal (AVRS_SCALE=up|down, AVRS_SERVERS, "
+            "AVRS_MEAN_SESSIONS in its environment)",
+        ),
+    )
+    scale_webhook: str | None = field(
+        default=None,
+        metadata=_meta(HttpUrl(), "Balancer: URL a scaling signal is POSTed to (JSON)"),
+    )
+    scale_cooldown: float = field(
+        default=30.0,
+        metadata=_meta(Seconds(0, 86400, low_inclusive=True), "Seconds between scaling signals"),
     )
     signature_algorithm: str = field(
         default="ed25519",

@@ -327,3 +327,41 @@ class RedisUrl(Parser):
             if not parts.hostname:
                 raise BadValue(f"must be {self.allowed} (no host)")
         return text
+
+
+class Command(Parser):
+    """A command line, split like a POSIX shell would (no shell runs it)."""
+
+    type_name = "command"
+    allowed = "a command line (program and arguments, shell quoting); empty: none"
+
+    def parse(self, raw: str, ctx: Context) -> tuple[str, ...] | None:
+        import shlex
+
+        text = raw.strip()
+        if not text:
+            return None
+        try:
+            words = tuple(shlex.split(text))
+        except ValueError as exc:
+            raise BadValue(f"must be {self.allowed} ({exc})") from None
+        return words or None
+
+    def format(self, value: Any) -> str:
+        import shlex
+
+        return "" if not value else shlex.join(value)
+
+
+class HttpUrl(Parser):
+    type_name = "URL"
+    allowed = "http://host[:port]/path or https://...; empty: none"
+
+    def parse(self, raw: str, ctx: Context) -> str | None:
+        text = raw.strip()
+        if not text:
+            return None
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadValue(f"must be {self.allowed}")
+        return text

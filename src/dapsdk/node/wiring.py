@@ -32,6 +32,7 @@ from dapsdk.runtime.http_service import HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.runtime.ws import set_tls
 from dapsdk.services.auth import CertificateInfo, describe_certificate
+from dapsdk.services.autoscale import AutoScaler
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
 from dapsdk.services.avrs_cluster import ClusterDirectory, Membership, node_address_of
@@ -206,6 +207,8 @@ class AvrsNode:
             self._join_task = None
         if self.sync is not None and self.sync.started:
             await self.sync.close()
+        if self.requests is not None and self.requests.autoscaler is not None:
+            await self.requests.autoscaler.close()
         await self.service.close()
         await self.stream_node.close()
         self.listeners.clear()
@@ -259,6 +262,40 @@ def _peer_verifier(
         strict(peer)
 
     return verify
+
+
+def _autoscaler(config: NodeConfig) -> AutoScaler | None:
+    """The balancer's scaling signal, when thresholds are configured (refused elsewhere)."""
+    avrs = config.avrs
+    thresholds = avrs.scale_up_sessions is not None or avrs.scale_down_sessions is not None
+    actions = avrs.scale_command is not None or avrs.scale_webhook is not None
+
+    def refuse(message: str, key: str) -> ConfigError:
+        return ConfigError(message, path=str(config.source), section="avrs", key=key)
+
+    if not thresholds and not actions:
+        return None
+    if not thresholds:
+        raise refuse("scale_command/scale_webhook need scale_up_sessions or scale_down_sessions",
+                     "scale_command")  # fmt: skip
+    if not actions:
+        raise refuse("scale_up_sessions/scale_down_sessions need scale_command or scale_webhook",
+                     "scale_up_sessions")  # fmt: skip
+    if not avrs.role & Role.BALANCER:
+        raise refuse("only a node with the balancer role emits scaling signals", "scale_command")
+    if (
+        avrs.scale_up_sessions is not None
+        and avrs.scale_down_sessions is not None
+        and avrs.scale_down_sessions >= avrs.scale_up_sessions
+    ):
+        raise refuse("scale_down_sessions must be below scale_up_sessions", "scale_down_sessions")
+    return AutoScaler(
+        up=avrs.scale_up_sessions,
+        down=avrs.scale_down_sessions,
+        command=avrs.scale_command,
+        webhook=avrs.scale_webhook,
+        cooldown=avrs.scale_cooldown,
+    )
 
 
 def _registry(config: NodeConfig, registry: Registry | None) -> Registry:
@@ -349,6 +386,10 @@ def _compose_cluster(
     directory.observers.append(requests.changed)
     if local.roles & Role.BALANCER:
         sync.refreshed.append(requests.rebalance)
+    requests.autoscaler = _autoscaler(config)
+    if requests.autoscaler is not None:
+        scaler = requests.autoscaler
+        sync.refreshed.append(lambda: scaler.check(sync.state))
     service.requests = requests
     return sync, requests
 

@@ -45,6 +45,7 @@ from dapsdk.avrs.signing import SignatureAlgorithm
 from dapsdk.avrs.tsd import Tsd
 from dapsdk.stream.identity import NodeAddress
 
+from .autoscale import AutoScaler
 from .avrs_cluster import ClusterDirectory, node_address_of
 from .balancer import Balancer
 from .cluster_sync import ClusterSync
@@ -91,6 +92,8 @@ class ClusterRequests:
     """Clients this balancer placed, by stream id (for failover redirects)."""
     redirected: int = 0
     """Clients redirected after their server died or was drained."""
+    autoscaler: AutoScaler | None = None
+    """The balancer's scaling signal (scale_* keys), if configured."""
     _notify_scheduled: bool = False
     subscribers: Callable[[], list[AvrsBinding]] = lambda: []
 
@@ -435,6 +438,9 @@ class ClusterRequests:
             },
             "carriers": {c: sorted(a) for c, a in state.carriers.items()},
             "redirected": self.redirected,
+            "scale_signals": [s.direction for s in self.autoscaler.emitted]
+            if self.autoscaler is not None
+            else [],
         }
 
     def _stats(self, binding: AvrsBinding, event: ClusterRequestReceived) -> Answer:

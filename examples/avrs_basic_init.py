@@ -16,29 +16,26 @@ from dapsdk.compat import (
     avrs_node,
     avrs_plugin_deinit,
     avrs_plugin_init,
+    char_ptr,
     dap_config_load,
 )
-from dapsdk.node.config import ConfigError
 
 
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AVRS_CONFIG", "avrs_config.cfg")
     # Plugin initialisation
-    try:
-        config = dap_config_load(path)
-    except ConfigError as exc:
-        config = None
-        print(f"config: {exc}", file=sys.stderr)
-    code, error_msg = avrs_plugin_init(config)
-    if code != 0:
-        print(f"AVRS init failed: {error_msg}", file=sys.stderr)
-        return 1
+    config = dap_config_load(path)
+    error_msg = char_ptr()
+
+    if avrs_plugin_init(config, error_msg) != 0:
+        print(f"AVRS init failed: {error_msg.value}", file=sys.stderr)
+        return -1
 
     # Channel initialisation
     if avrs_ch_init() != 0:
         print("AVRS channels init failed", file=sys.stderr)
         avrs_plugin_deinit()
-        return 1
+        return -1
 
     # Main work of the application
     node = avrs_node()
@@ -57,4 +54,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if main() == 0 else 1)

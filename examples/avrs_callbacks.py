@@ -22,6 +22,7 @@ from dapsdk.compat import (
     avrs_node,
     avrs_plugin_deinit,
     avrs_plugin_init,
+    char_ptr,
     dap_config_load,
 )
 
@@ -60,9 +61,9 @@ def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    code, error_msg = avrs_plugin_init(dap_config_load(sys.argv[1]))
-    if code != 0:
-        print(f"AVRS init failed: {error_msg}", file=sys.stderr)
+    error_msg = char_ptr()
+    if avrs_plugin_init(dap_config_load(sys.argv[1]), error_msg) != 0:
+        print(f"AVRS init failed: {error_msg.value}", file=sys.stderr)
         return 1
     try:
         if avrs_ch_init() != 0:

@@ -95,9 +95,28 @@ def test_sign_pkt_verify_on_a_real_request() -> None:
 
 
 def test_plugin_init_errors(tmp_path: Path) -> None:
-    assert compat.avrs_plugin_init(None)[0] == -1
-    code, error = compat.avrs_plugin_init(tmp_path / "missing.cfg")
-    assert code == -1 and error is not None and "does not exist" in error
+    """The seed's contract: dap_config_load returns None only for a file it cannot read;
+    avrs_plugin_init returns an int and puts the reason in its out-parameter."""
+    error = compat.char_ptr()
+    assert compat.avrs_plugin_init(None, error) == -1
+    assert error.value is not None and "could not read" in error.value
+    assert compat.dap_config_load(str(tmp_path / "missing.cfg")) is None
+    error = compat.char_ptr()
+    assert compat.avrs_plugin_init(tmp_path / "missing.cfg", error) == -1
+    assert error.value is not None and "does not exist" in error.value
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("[avrs]\nrole = host\nmax_connections = lots\n")
+    config = compat.dap_config_load(str(bad))
+    assert isinstance(config, compat.dap_config_t)  # read, not judged: init reports the value
+    error = compat.char_ptr()
+    assert compat.avrs_plugin_init(config, error) == -1
+    assert error.value == (
+        f"{bad} [avrs] max_connections = 'lots': must be an integer between 1 and 1000000"
+    )
+    bad.write_text("[avrs]\nrole = host\nredis_url = redis://127.0.0.1:1\n")
+    errors: list[str] = []
+    assert compat.avrs_plugin_init(compat.dap_config_load(str(bad)), errors) == -1
+    assert len(errors) == 1 and "redis_url" in errors[0] and "not supported yet" in errors[0]
     assert compat.avrs_ch_init() == -1
     assert compat.avrs_session_create("viewer", "lecture-1") is None
 
@@ -125,8 +144,11 @@ def viewer(env: AvrsEnv, server: tuple[LoopThread, AvrsNode]) -> Iterator[AvrsEn
     """The compat plugin running a viewer node whose host_address is the server."""
     env.identity("viewer")
     config = compat.dap_config_load(str(env.client_config("viewer", server[1].urls[0])))
-    assert compat.avrs_plugin_init(config) == (0, None)
-    assert compat.avrs_plugin_init(config)[0] == -1  # already initialised
+    error = compat.char_ptr()
+    assert compat.avrs_plugin_init(config, error) == 0, error.value
+    assert error.value is None
+    assert compat.avrs_plugin_init(config, error) == -1  # already initialised
+    assert error.value == "avrs plugin is already initialised"
     assert compat.avrs_ch_init() == 0
     try:
         yield env
@@ -214,8 +236,10 @@ def test_member_credentials_and_encryption(
 
 
 def test_server_side_token_verification(env: AvrsEnv) -> None:
-    code, error = compat.avrs_plugin_init(compat.dap_config_load(str(env.server_config())))
-    assert code == 0, error
+    error = compat.char_ptr()
+    assert compat.avrs_plugin_init(compat.dap_config_load(str(env.server_config())), error) == 0, (
+        error.value
+    )
     try:
         viewer = env.identity("viewer")
         good = env.token(str(viewer.address))

@@ -133,7 +133,7 @@ async def test_server_sending_garbage_gives_client_a_clear_exception() -> None:
     port = server.sockets[0].getsockname()[1]
     async with StreamNode() as client:
         with pytest.raises(ProtocolError, match="before the handshake"):
-            await client.connect(f"tcp://127.0.0.1:{port}")
+            await client.connect(f"tcp://127.0.0.1:{port}?insecure_no_pin")
     server.close()
 
 

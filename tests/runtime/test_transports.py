@@ -458,4 +458,4 @@ async def test_connect_to_nothing_fails_cleanly(transport: str) -> None:
     async with StreamNode() as client:
         path = "/dapstream" if transport == "ws" else ""
         with pytest.raises((ConnectionError, OSError)):
-            await client.connect(f"{transport}://127.0.0.1:{port}{path}")
+            await client.connect(f"{transport}://127.0.0.1:{port}{path}?insecure_no_pin")

@@ -26,6 +26,7 @@ _SUBCOMMANDS = [
     ("dapsdk.cli.token", "token"),
     ("dapsdk.cli.node", "node"),
     ("dapsdk.cli.cluster", "cluster"),
+    ("dapsdk.cli.client", "status"),
 ]
 
 

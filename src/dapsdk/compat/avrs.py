@@ -28,7 +28,7 @@ from ..avrs.packets import ContentPacket
 from ..avrs.sessions import SessionContent
 from ..avrs.signing import AvrsSigner, identity_of, tsd_sign_pkt_verify
 from ..avrs.tsd import Tsd
-from ..node.config import ConfigError, NodeConfig, load_node_config
+from ..node.config import ConfigError, NodeConfig, load_node_config, parse_node_config
 from ..node.wiring import AvrsNode, build_node
 from ..runtime.channel import Channel
 from ..runtime.stream import Stream
@@ -51,8 +51,10 @@ from .avrs_structs import (
     avrs_packet_t,
     avrs_session_content_t,
     avrs_session_t,
+    char_ptr,
 )
 from .loop import LoopThread
+from .stream import dap_config_t
 from .structs import dap_enc_key_t
 
 log = logging.getLogger("dapsdk.compat")
@@ -86,25 +88,46 @@ def avrs_loop() -> LoopThread:
 
 
 def avrs_plugin_init(
-    a_plugin_config: NodeConfig | str | Path | None, a_error_str: object = None
-) -> tuple[int, str | None]:
-    """Build and start the node of ``a_plugin_config`` (from ``dap_config_load``, or a path).
+    a_plugin_config: dap_config_t | NodeConfig | str | Path | None,
+    a_error_str: char_ptr | list[str] | None = None,
+) -> int:
+    """Validate the configuration, then build and start the node it describes (the seed's
+    ``int avrs_plugin_init(dap_config_t *, char **)``).
 
-    Returns ``(0, None)``, or ``(-1, error_string)`` as the seed's ``int`` + ``char **a_error_str``.
-    """
-    del a_error_str  # the error string is returned
+    ``a_plugin_config`` is what ``dap_config_load`` returned (None when the file could not be
+    read), a :class:`NodeConfig`, or a path. Returns 0, or -1 with the reason (for a bad value:
+    file, section, key, value and what is allowed) stored in ``a_error_str`` (a
+    :class:`char_ptr`, the ``&error_msg`` of the seed; a list gets it appended)."""
+    code, error = _plugin_init(a_plugin_config)
+    if error is not None:
+        log.error("avrs_plugin_init: %s", error)
+        if isinstance(a_error_str, char_ptr):
+            a_error_str.value = error
+        elif isinstance(a_error_str, list):
+            a_error_str.append(error)
+    return code
+
+
+def _plugin_init(
+    a_plugin_config: dap_config_t | NodeConfig | str | Path | None,
+) -> tuple[int, str | None]:
     global _loop, _node
     if a_plugin_config is None:
-        return -1, "no configuration (dap_config_load failed?)"
+        return -1, "no configuration (dap_config_load could not read the file)"
     with _lock:
         if _loop is not None:
             return -1, "avrs plugin is already initialised"
         try:
-            config = (
-                a_plugin_config
-                if isinstance(a_plugin_config, NodeConfig)
-                else load_node_config(a_plugin_config)
-            )
+            if isinstance(a_plugin_config, NodeConfig):
+                config = a_plugin_config
+            elif isinstance(a_plugin_config, dap_config_t):
+                config = parse_node_config(
+                    a_plugin_config.text,
+                    source=a_plugin_config.path,
+                    base_dir=Path(a_plugin_config.path).parent,
+                )
+            else:
+                config = load_node_config(a_plugin_config)
             node = build_node(config, content_callbacks=_callbacks, register_channels=False)
         except (ConfigError, ValueError, OSError) as exc:
             return -1, str(exc)

@@ -200,3 +200,19 @@ class avrs_session_t:
     def ended(self) -> bool:
         """Every flow that delivered packets has sent END_OF_FLOW."""
         return bool(self.flows_seen) and self.flows_seen <= self.flows_ended
+
+
+class char_ptr:
+    """A ``char *`` the callee may set: the seed's ``char *error_msg = NULL; f(..., &error_msg)``
+    becomes ``error_msg = char_ptr(); f(..., error_msg)``; then ``error_msg.value``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | None = None) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return "" if self.value is None else self.value
+
+    def __repr__(self) -> str:
+        return f"char_ptr({self.value!r})"

@@ -9,8 +9,10 @@ reason of a failure is logged on the ``dapsdk.compat`` logger. The async API in
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..runtime.channel import Channel
@@ -501,9 +503,29 @@ def dap_stream_session_join_cluster(a_session: Session, a_cluster: Cluster) -> i
 # -- config --------------------------------------------------------------------------------------
 
 
-def dap_config_load(a_path: str) -> Any:
-    """Load an INI configuration file (the seed's ``[avrs]`` file and our sections); raises
-    ``ConfigError`` naming the key and the problem."""
-    from ..node.config import load_config
+@dataclass(frozen=True, slots=True)
+class dap_config_t:
+    """A configuration file as the seed's ``dap_config_load`` gives it: read, not yet judged.
+    ``avrs_plugin_init`` validates it (every problem comes back as its error string)."""
 
-    return load_config(a_path)
+    path: str
+    text: str
+
+
+def dap_config_load(a_path: str | os.PathLike[str]) -> dap_config_t | None:
+    """Read an INI configuration file, as the seed's C: a config, or None only when the file
+    cannot be read (logged). Its values are checked by ``avrs_plugin_init``."""
+    try:
+        with open(a_path, encoding="utf-8") as fh:
+            text = fh.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        log.error("dap_config_load: cannot read %s: %s", a_path, exc)
+        return None
+    if len(text) > MAX_CONFIG_BYTES:
+        log.error("dap_config_load: %s is larger than %d bytes", a_path, MAX_CONFIG_BYTES)
+        return None
+    return dap_config_t(os.fspath(a_path), text)
+
+
+#: Largest configuration file ``dap_config_load`` reads.
+MAX_CONFIG_BYTES = 1024 * 1024

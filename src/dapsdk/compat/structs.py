@@ -29,7 +29,12 @@ def inet_addr(text: str) -> int:
 @dataclass(slots=True)
 class dap_stream_node_addr_t:
     """Where a node is: ``addr`` (IPv4 text, or a u32 from :func:`inet_addr`) and ``port``, or a
-    ``url``; optionally the ``node`` address its identity must match."""
+    ``url``; optionally the ``node`` address its identity must match.
+
+    The seed's ``addr``/``port`` form carries no identity: as in the seed, the caller checks it
+    after connecting with ``dap_stream_authenticate_node``, so that form connects with an explicit
+    ``insecure_no_pin`` unless ``node`` is set. A ``url`` follows the client rule (``?node=``
+    pin, or ``?insecure_no_pin``, else refused)."""
 
     addr: str | int | None = None
     port: int | None = None
@@ -40,7 +45,10 @@ class dap_stream_node_addr_t:
         if self.url is not None:
             endpoint = parse_endpoint(self.url)
             node = self.node or endpoint.node
-            return Endpoint(endpoint.scheme, endpoint.host, endpoint.port, endpoint.path, node)
+            return Endpoint(
+                endpoint.scheme, endpoint.host, endpoint.port, endpoint.path, node,
+                endpoint.insecure_no_pin,
+            )  # fmt: skip
         if self.addr is None or self.port is None:
             raise ValueError("dap_stream_node_addr_t needs addr and port, or url")
         host = (
@@ -50,7 +58,7 @@ class dap_stream_node_addr_t:
         )
         if not 0 < self.port < 65536:
             raise ValueError(f"dap_stream_node_addr_t.port {self.port} is not in 1..65535")
-        return Endpoint("tcp", host, self.port, "/", self.node)
+        return Endpoint("tcp", host, self.port, "/", self.node, self.node is None)
 
 
 @dataclass(slots=True)

@@ -514,7 +514,8 @@ def reference_rows() -> Iterator[tuple[str, str, str, str, str, str]]:
 
 
 def load_node_config(path: str | Path, *, check_files: bool = True) -> NodeConfig:
-    """Load and validate an INI file (the seed's ``dap_config_load``).
+    """Load and validate an INI file (``dap_config_load`` followed by ``avrs_plugin_init``'s
+    checks; ``dapsdk.compat.dap_config_load`` only reads, as the seed's does).
 
     Relative paths in it are relative to its directory. With ``check_files`` the files a key names
     must exist (``identity_file`` may be created later: only its directory must exist).
@@ -533,8 +534,7 @@ def load_node_config(path: str | Path, *, check_files: bool = True) -> NodeConfi
     )
 
 
-#: The seed's name for the loader, and the short name ``dapsdk.compat`` uses.
-dap_config_load = load_node_config
+#: Short name of the loader.
 load_config = load_node_config
 
 

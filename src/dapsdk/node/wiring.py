@@ -16,6 +16,7 @@ token); they are members only once a token they present verifies.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.runtime.ws import set_tls
-from dapsdk.services.auth import CertificateInfo, describe_certificate
+from dapsdk.services.auth import CertificateInfo, describe_certificate, format_roles
 from dapsdk.services.autoscale import AutoScaler
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
@@ -54,6 +55,7 @@ from dapsdk.stream.identity import NodeAddress, NodeIdentity
 from .config import DEFAULT_RTMP, ConfigError, NodeConfig, tls_server_context
 from .credentials import NodeCredentials, load_node_credentials
 from .debug import set_avrs_debug
+from .session_log import SessionLog
 
 log = logging.getLogger("dapsdk.avrs.node")
 
@@ -432,7 +434,27 @@ def build_node(
     service = AvrsService(directory, avrs, content_callbacks=content_callbacks)
     if register_channels:
         service.register(stream_node)
-    http = HttpService(stream_node).install()
+    SessionLog(service).install()
+    own_roles = Role(int(config.avrs.role) & 0xFFFF)
+
+    def privileged(peer: PeerIdentity) -> bool:
+        """Full status for the node itself and for members holding host or operator."""
+        if peer.address == identity.address:
+            return True
+        roles = directory.info.members.get(identity_of(peer.public_key), 0)
+        return bool(int(roles) & (Role.HOST | Role.OPERATOR))
+
+    def public() -> dict[str, object]:
+        return {
+            "version": _version(),
+            "roles": format_roles(own_roles),
+            "load": {
+                "streams": len(stream_node.streams),
+                "max_connections": config.avrs.max_connections,
+            },
+        }
+
+    http = HttpService(stream_node, privileged=privileged, public=public).install()
     hub = MediaHub(HubConfig(max_bitrate=config.avrs.max_bitrate))
     hub.listeners.append(_directory_follower(directory))
     media = MediaBridge(service, hub)
@@ -506,3 +528,10 @@ def _directory_follower(directory: ClusterDirectory) -> Callable[[bytes, LiveCon
             directory.put_content(replace(existing, available=True))
 
     return follow
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("dapsdk")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -122,6 +122,7 @@ class Cluster:
                         member.endpoint.port,
                         member.endpoint.path,
                         member.address or member.endpoint.node,
+                        member.endpoint.insecure_no_pin,
                     )
                     session.node_addr = member.address or member.endpoint.node
             else:

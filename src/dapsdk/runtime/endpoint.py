@@ -20,12 +20,17 @@ class Endpoint:
     path: str = "/"
     node: NodeAddress | None = None
     """Identity the peer must prove (``?node=XXXX::XXXX::XXXX::XXXX`` in the URL)."""
+    insecure_no_pin: bool = False
+    """``?insecure_no_pin`` in the URL: connect without checking the peer's identity (see
+    :mod:`.known_hosts`; without a pin or this, clients refuse to connect)."""
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         path = self.path if self.scheme in ("ws", "wss") else ""
         query = f"?node={self.node}" if self.node is not None else ""
+        if self.insecure_no_pin and self.node is None:
+            query = "?insecure_no_pin"
         return f"{self.scheme}://{host}:{self.port}{path}{query}"
 
     def __str__(self) -> str:
@@ -52,11 +57,14 @@ def parse_endpoint(text: str, *, default_port: int | None = None) -> Endpoint:
             raise ValueError(f"endpoint {text!r}: no port")
         port = default_port
     node = None
+    insecure = False
     if parts.query:
         for item in parts.query.split("&"):
             key, _, value = item.partition("=")
             if key == "node":
                 node = NodeAddress.parse(value)
+            elif key == "insecure_no_pin" and value in ("", "1", "true", "yes"):
+                insecure = True
             else:
                 raise ValueError(f"endpoint {text!r}: unknown query parameter {key!r}")
-    return Endpoint(scheme, parts.hostname, port, parts.path or "/", node)
+    return Endpoint(scheme, parts.hostname, port, parts.path or "/", node, insecure)

@@ -131,8 +131,21 @@ class HttpService:
     ``/api/v1/status`` is registered by default. Call :meth:`install` once to accept SERVICE
     channels on the node (it replaces any other ChannelProc for that id)."""
 
-    def __init__(self, node: StreamNode, *, channel_id: int = ChannelId.SERVICE) -> None:
+    def __init__(
+        self,
+        node: StreamNode,
+        *,
+        channel_id: int = ChannelId.SERVICE,
+        privileged: Callable[[PeerIdentity], bool] | None = None,
+        public: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.node = node
+        self.privileged = privileged
+        """Who sees the full ``/api/v1/status`` (peers, listeners, per-stream statistics); None:
+        every authenticated peer (a bare stream node knows no roles). The AVRS node passes "host
+        or operator"; everyone else gets only :attr:`public` facts."""
+        self.public = public
+        """The public facts of ``/api/v1/status`` (version, roles, load)."""
         self.channel_id = int(channel_id)
         self.routes: dict[str, dict[str, Handler]] = {}
         self.started = time.time()
@@ -292,6 +305,13 @@ class HttpService:
 
     async def _status(self, request: HttpRequest) -> HttpResponse:
         node = self.node
+        facts: dict[str, Any] = {"node": str(node.address)}
+        if self.public is not None:
+            facts.update(self.public())
+        if self.privileged is not None and not self.privileged(request.peer):
+            facts["access"] = "public"
+            facts["detail"] = "peers, listeners and statistics need host or operator credentials"
+            return HttpResponse.from_json(200, facts)
         streams = []
         for stream in list(node.streams.values()):
             endpoint = stream.endpoint
@@ -311,7 +331,8 @@ class HttpService:
         return HttpResponse.from_json(
             200,
             {
-                "node": str(node.address),
+                **facts,
+                "access": "full",
                 "uptime": round(time.time() - self.started, 3),
                 "listeners": [listener.url for listener in node.listeners],
                 "streams": streams,

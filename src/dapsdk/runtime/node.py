@@ -21,6 +21,7 @@ from ..stream.identity import NodeAddress, NodeIdentity
 from .channel import Channel
 from .driver import ByteSink, ConnectionDriver
 from .endpoint import Endpoint, parse_endpoint
+from .known_hosts import KnownHosts, host_key, pinned_identity
 from .session import Session
 from .stream import Stream, StreamStats
 from .transport import TransportServer, get_transport
@@ -114,6 +115,8 @@ class StreamNode:
         self.channel_procs: dict[int, ChannelProc] = {}
         self.default_channel_proc: ChannelProc | None = None
         """Handlers for peer-opened channels that have no proc of their own."""
+        self.known_hosts: KnownHosts | None = None
+        """Trust-on-first-use pins for URLs without ``?node=`` (see :mod:`.known_hosts`)."""
         self.on_stream: Callable[[Stream], None] | None = None
         """Called for each stream accepted by a listener, after its handshake."""
         self._pending: dict[
@@ -263,21 +266,43 @@ class StreamNode:
         await stream.close()
 
     async def connect(
-        self, target: Endpoint | str, *, expected: NodeAddress | None = None
+        self,
+        target: Endpoint | str,
+        *,
+        expected: NodeAddress | None = None,
+        insecure_no_pin: bool = False,
     ) -> Stream:
         """Open a new stream to ``target`` and complete the handshake; raise on failure.
 
         A responder under load answers the first HELLO with a cookie (``RETRY_WITH_COOKIE``);
-        the handshake is then repeated once on a new connection with the cookie echoed."""
+        the handshake is then repeated once on a new connection with the cookie echoed.
+
+        The peer must prove a pinned identity: ``expected``, the URL's ``?node=``, or the
+        :attr:`known_hosts` entry (trust on first use); ``insecure_no_pin`` (or ``?insecure_no_pin``
+        in the URL) connects without one; anything else raises
+        :class:`~.known_hosts.PinRequired` before connecting."""
         endpoint = parse_endpoint(target) if isinstance(target, str) else target
-        expected = expected or endpoint.node
+        remember = False
+        if expected is None:
+            expected, remember = pinned_identity(
+                endpoint, self.known_hosts, insecure_no_pin=insecure_no_pin
+            )
         try:
-            return await self._connect_once(endpoint, expected, None)
+            stream = await self._connect_once(endpoint, expected, None)
         except RemoteError as exc:
             cookie = cookie_from_error(exc)
             if cookie is None:
                 raise
-        return await self._connect_once(endpoint, expected, cookie)
+            stream = await self._connect_once(endpoint, expected, cookie)
+        if remember and self.known_hosts is not None:
+            self.known_hosts.remember(endpoint, stream.peer.address)
+            log.warning(
+                "trust on first use: pinned %s to node %s in %s",
+                host_key(endpoint),
+                stream.peer.address,
+                self.known_hosts.path,
+            )
+        return stream
 
     async def _connect_once(
         self, endpoint: Endpoint, expected: NodeAddress | None, cookie: bytes | None
@@ -381,6 +406,19 @@ class StreamNode:
                     else:
                         error = ProtocolError(event.reason, code=ErrorCode.coerce(event.code))  # type: ignore[arg-type]
                     handshake.set_exception(error)
+                elif handshake is None:
+                    name = getattr(driver.sink, "peername", None)
+                    log.info(
+                        "refuse: handshake %s: %s",
+                        "closed by peer" if event.by_peer else "refused",
+                        event.reason,
+                        extra={
+                            "event": "refuse",
+                            "code": int(event.code),
+                            "peer": f"{name[0]}:{name[1]}" if isinstance(name, tuple) else "-",
+                            "local": str(self.address),
+                        },
+                    )
 
         driver = ConnectionDriver(core, loop, on_event)
         return driver
@@ -423,6 +461,13 @@ class StreamNode:
         self.streams[stream.id] = stream
         if not stream.is_client:
             self.accepted_streams += 1
+        log.info(
+            "connect: stream %d %s %s",
+            stream.id,
+            "to" if stream.is_client else "from",
+            stream.peer.address,
+            extra={"event": "connect", **stream.log_fields()},
+        )
         same_peer = [
             s
             for s in self.streams.values()

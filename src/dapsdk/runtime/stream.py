@@ -246,11 +246,34 @@ class Stream:
             return
         self.driver.loop.call_soon(channel._on_opened)
 
+    @property
+    def peer_socket(self) -> str:
+        """The peer's socket address ``host:port`` where the transport knows it, else ``-``."""
+        name = getattr(self.driver.sink, "peername", None)
+        if isinstance(name, tuple) and len(name) >= 2:
+            host = f"[{name[0]}]" if ":" in str(name[0]) else name[0]
+            return f"{host}:{name[1]}"
+        return "-"
+
+    def log_fields(self) -> dict[str, object]:
+        """Structured log fields of this stream: peer socket, peer node address, own address."""
+        return {
+            "peer": self.peer_socket,
+            "node": str(self.peer.address),
+            "local": str(self.owner.address),
+            "stream": self.id,
+        }
+
     def _on_terminated(self, event: StreamTerminated) -> None:
         self.terminated = event
         self.is_active = False
-        level = logging.DEBUG if event.code == ErrorCode.NO_ERROR else logging.INFO
-        log.log(level, "stream %d with %s ended: %s", self.id, self.peer.address, event.reason)
+        log.info(
+            "disconnect: stream %d with %s ended: %s",
+            self.id,
+            self.peer.address,
+            event.reason or "closed",
+            extra={"event": "disconnect", "code": int(event.code), **self.log_fields()},
+        )
         for channel in list(self.channels.values()):
             channel._on_closed(event.code, event.reason)
             self.owner._channel_deleted(channel)

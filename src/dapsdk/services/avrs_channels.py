@@ -191,6 +191,8 @@ class AvrsService:
         """Active bindings by stream id."""
         self.listeners: list[EventListener] = []
         """Called with every core event after the service handled it (metrics, tests, apps)."""
+        self.last_cluster_reply: tuple[int, str | None] | None = None
+        """``(code, detail)`` answered to the cluster request the listeners are seeing."""
         self._by_conn: dict[int, AvrsBinding] = {}
         self._node: StreamNode | None = None
         self.media_handler: MediaHandler | None = None
@@ -260,6 +262,7 @@ class AvrsService:
             if self.requests is None or not self.requests.handle(binding, event):
                 code, detail = self.directory.handle_request(event, time.time())
                 binding.conn.reply(event.request_id, code, detail=detail)
+                self.last_cluster_reply = (code, detail)
         elif isinstance(event, ContentReceived):
             handler = self.media_handler
             if handler is None or not handler(binding, event):
@@ -269,6 +272,7 @@ class AvrsService:
                 listener(binding, event)
             except Exception:
                 log.exception("AVRS event listener failed on %r", event)
+        self.last_cluster_reply = None
 
     # ------------------------------------------------------------------ media out
 

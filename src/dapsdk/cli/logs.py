@@ -1,0 +1,124 @@
+"""Logging of the ``avrs`` commands: the one handler the CLI installs on the root logger.
+
+Libraries (everything under ``dapsdk``) only create loggers; a command installs exactly one
+handler, on stderr, in text or JSON lines. Structured fields a log call passes with
+``extra={...}`` (``event``, ``peer``, ``node``, ``session``, ``code``, ...) become ``key=value``
+pairs in text and keys in JSON. Keys and tokens are never passed to a log call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import click
+
+LEVELS: Final = ("debug", "info", "warning", "error")
+FORMATS: Final = ("text", "json")
+
+#: Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-29T18:40:01.123Z INFO dapsdk.avrs.session: join refused event=refuse code=...``"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        text = f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name}: "
+        text += record.getMessage()
+        fields = _extras(record)
+        if fields:
+            text += " " + " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text) else text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            entry[key] = value if isinstance(value, int | float | bool | type(None)) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+_HANDLER_NAME: Final = "avrs-cli"
+
+
+def install_logging(level: str = "info", fmt: str = "text") -> logging.Handler:
+    """Install the CLI's single stderr handler (replacing one installed before) and set the
+    ``dapsdk`` level. Loggers set to DEBUG on their own (``debug_more``) still get through."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dapsdk").setLevel(level.upper())
+    return handler
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _apply(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"avrs.log.{param.name}"] = value
+    level = ctx.meta.get("avrs.log.log_level") or "info"
+    fmt = ctx.meta.get("avrs.log.log_format") or "text"
+    if value is not None:
+        install_logging(level, fmt)
+    return value
+
+
+def logging_options(command: F) -> F:
+    """``--log-level`` and ``--log-format`` on a command (installs the handler when parsed)."""
+    command = click.option(
+        "--log-format",
+        type=click.Choice(FORMATS),
+        default="text",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_apply,
+        help="Log lines on stderr as text or JSON (one object per line).",
+    )(command)
+    return click.option(
+        "--log-level",
+        type=click.Choice(LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_apply,
+        help="Least severe log level shown for dapsdk.",
+    )(command)

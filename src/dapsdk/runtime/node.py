@@ -406,7 +406,7 @@ class StreamNode:
                     else:
                         error = ProtocolError(event.reason, code=ErrorCode.coerce(event.code))  # type: ignore[arg-type]
                     handshake.set_exception(error)
-                elif handshake is None:
+                elif handshake is None and log.isEnabledFor(logging.INFO):
                     name = getattr(driver.sink, "peername", None)
                     log.info(
                         "refuse: handshake %s: %s",
@@ -461,13 +461,14 @@ class StreamNode:
         self.streams[stream.id] = stream
         if not stream.is_client:
             self.accepted_streams += 1
-        log.info(
-            "connect: stream %d %s %s",
-            stream.id,
-            "to" if stream.is_client else "from",
-            stream.peer.address,
-            extra={"event": "connect", **stream.log_fields()},
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "connect: stream %d %s %s",
+                stream.id,
+                "to" if stream.is_client else "from",
+                stream.peer.address,
+                extra={"event": "connect", **stream.log_fields()},
+            )
         same_peer = [
             s
             for s in self.streams.values()

@@ -267,13 +267,14 @@ class Stream:
     def _on_terminated(self, event: StreamTerminated) -> None:
         self.terminated = event
         self.is_active = False
-        log.info(
-            "disconnect: stream %d with %s ended: %s",
-            self.id,
-            self.peer.address,
-            event.reason or "closed",
-            extra={"event": "disconnect", "code": int(event.code), **self.log_fields()},
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "disconnect: stream %d with %s ended: %s",
+                self.id,
+                self.peer.address,
+                event.reason or "closed",
+                extra={"event": "disconnect", "code": int(event.code), **self.log_fields()},
+            )
         for channel in list(self.channels.values()):
             channel._on_closed(event.code, event.reason)
             self.owner._channel_deleted(channel)

@@ -104,7 +104,14 @@ async def publish_session(data_dir: Path, url: str) -> str:
 async def test_all_in_one_node_logs_the_life_of_a_session(tmp_path: Path) -> None:
     data_dir = tmp_path / "avrs-data"
     node = await start_node(
-        "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:0", "--log-format", "json"
+        "--data-dir",
+        str(data_dir),
+        "--listen",
+        "tcp://127.0.0.1:0",
+        "--rtmp-port",
+        "0",
+        "--log-format",
+        "json",
     )
     try:
         assert node.url.startswith("tcp://127.0.0.1:") and node.url.endswith(
@@ -135,7 +142,9 @@ async def test_all_in_one_node_logs_the_life_of_a_session(tmp_path: Path) -> Non
 
     # The same data directory gives the same node (identity and CA reused).
     ca_before = (data_dir / "ca" / "ca.crt").read_bytes()
-    again = await start_node("--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:0")
+    again = await start_node(
+        "--data-dir", str(data_dir), "--listen", "tcp://127.0.0.1:0", "--rtmp-port", "0"
+    )
     try:
         assert again.address == node.address
         assert (data_dir / "ca" / "ca.crt").read_bytes() == ca_before

@@ -431,7 +431,13 @@ class StreamNode:
         host = peer_host(sink)
         for victim in self.admission.admit(key, host, now):
             evicted = self._pending.pop(victim, None)
-            if evicted is not None:
+            if evicted is None:
+                continue
+            if evicted.core.handshake.expected_step == 0 and evicted.sink is not None:
+                # No HELLO yet (idle, partial or slow sockets): closed without a word, which
+                # spares a write per flood connection; the core ends when the transport does.
+                evicted.sink.close_transport()
+            else:
                 evicted.abort(ErrorCode.SERVER_BUSY, "handshake evicted: too many in progress")
         core = StreamConnection(self.config, self.identity, is_client=False, now=now)
         driver = self._make_driver(core, loop, None, None, is_client=False, admission_key=key)

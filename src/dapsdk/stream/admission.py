@@ -26,8 +26,10 @@ A flood of connections that never finish their handshake must not lock legitimat
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
+import itertools
 import os
 import struct
 from collections import OrderedDict
@@ -78,6 +80,7 @@ class AdmissionConfig:
             raise ValueError(f"cookie_period = {self.cookie_period}: must be > 0")
 
 
+@functools.lru_cache(maxsize=8192)
 def source_prefix(address: str) -> str:
     """The prefix an address is counted in: ``a.b.c.0/24`` (IPv4, also IPv4-mapped IPv6) or
     the /64 of an IPv6 address; an unparsable address is its own prefix."""
@@ -91,6 +94,7 @@ def source_prefix(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
+@functools.lru_cache(maxsize=8192)
 def _address_bytes(address: str) -> bytes:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -312,9 +316,10 @@ class HandshakeAdmission:
 
     def _evict_from(self, group: OrderedDict[Hashable, None], now: float) -> Hashable | None:
         """Evict the least advanced, oldest entry of ``group`` that is past the grace period."""
-        grace = self.config.hello_grace
+        cutoff = now - self.config.hello_grace
         entries = self._entries
-        aged = [k for k in group if now - entries[k].started >= grace]
+        # Groups are in admission order, so the entries past the grace are a prefix.
+        aged = list(itertools.takewhile(lambda k: entries[k].started <= cutoff, group))
         if not aged:
             return None
         victim = min(aged, key=lambda k: (entries[k].rank, entries[k].started))

@@ -157,3 +157,25 @@ def test_data_dir_holds_a_stable_identity(tmp_path: Path) -> None:
     # Only an explicitly empty data_dir gives an ephemeral identity.
     path.write_text(HOST + "listen =\ndata_dir =\n")
     assert build_node(load_node_config(path)).address != build_node(load_node_config(path)).address
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "value"),
+    [
+        ("redis_url = redis://127.0.0.1:9/0\n", "redis_url", "redis://127.0.0.1:9/0"),
+        ("scale_up_sessions = 10\nscale_command = true\n", "scale_command", "true"),
+    ],
+)
+def test_errors_found_when_building_name_file_section_key_and_value(
+    tmp_path: Path, extra: str, key: str, value: str
+) -> None:
+    path = write(tmp_path, HOST + "listen =\n" + extra)
+    with pytest.raises(ConfigError) as err:
+        build_node(load_node_config(path))
+    assert str(err.value).startswith(f"{path} [avrs] {key} = '{value}': ")
+    assert (err.value.path, err.value.section, err.value.key, err.value.value) == (
+        str(path),
+        "avrs",
+        key,
+        value,
+    )

@@ -74,8 +74,10 @@ IDENTITY_FILE_NAME: Final = "node.key"
 #: with "not supported yet" and the reason, never silently ignored. A helper who implements a
 #: key removes its row here (and the docs' key reference is regenerated from this table).
 NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
-    ("avrs", "loopback_no_credentials"): "publish/play without credentials is not built yet",
-    ("avrs", "token_required"): "publish/play admission by address is not built yet",
+    ("avrs", "loopback_no_credentials"): "RTMP ingest applies the default (true); dap_stream "
+    "publishers and players still need a token or certificate from every address",
+    ("avrs", "token_required"): "RTMP ingest applies the default (true); dap_stream publishers "
+    "and players always need a token or certificate",
 }
 _SERVING_ROLES: Final = Role.HOST | Role.SERVER | Role.BALANCER
 _MIB: Final = 1024 * 1024
@@ -675,6 +677,16 @@ def _heartbeat_defaults(
         return
     stream_values["keepalive_interval"] = avrs.heartbeat_interval
     stream_values.setdefault("keepalive_timeout", 3 * avrs.heartbeat_interval)
+
+
+def key_error(config: NodeConfig, key: str, problem: str, *, section: str = "avrs") -> ConfigError:
+    """A :class:`ConfigError` about ``key`` of a loaded ``config``, in the loader's form
+    ``FILE [SECTION] KEY = 'VALUE': PROBLEM`` (the value as it would be written in the file)."""
+    cls = SECTIONS[section]
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+    parser: Parser = spec.metadata["parser"]
+    value = parser.format(getattr(getattr(config, section), key))
+    return _value_error(config.source, section, key, value, problem)
 
 
 def _value_error(source: str, section: str, key: str, raw: str, problem: str) -> ConfigError:

@@ -52,7 +52,7 @@ from dapsdk.stream.config import PeerIdentity, PeerVerifier
 from dapsdk.stream.errors import DapError
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 
-from .config import DEFAULT_RTMP, ConfigError, NodeConfig, tls_server_context
+from .config import DEFAULT_RTMP, ConfigError, NodeConfig, key_error, tls_server_context
 from .credentials import NodeCredentials, load_node_credentials
 from .debug import set_avrs_debug
 from .session_log import SessionLog
@@ -273,7 +273,7 @@ def _autoscaler(config: NodeConfig) -> AutoScaler | None:
     actions = avrs.scale_command is not None or avrs.scale_webhook is not None
 
     def refuse(message: str, key: str) -> ConfigError:
-        return ConfigError(message, path=str(config.source), section="avrs", key=key)
+        return key_error(config, key, message)
 
     if not thresholds and not actions:
         return None
@@ -306,12 +306,11 @@ def _registry(config: NodeConfig, registry: Registry | None) -> Registry:
         return registry
     if config.avrs.redis_url:
         if config.avrs.ca_certificate_file is None:
-            raise ConfigError(
-                "redis_url needs ca_certificate_file: membership records read from Redis are "
-                "checked against the cluster CA",
-                path=str(config.source),
-                section="avrs",
-                key="redis_url",
+            raise key_error(
+                config,
+                "redis_url",
+                "needs ca_certificate_file: membership records read from Redis are checked "
+                "against the cluster CA",
             )
         return RedisRegistry(config.avrs.redis_url, config.avrs.cluster_id)
     return MemoryRegistry()
@@ -490,12 +489,7 @@ def _compose_ingest(
     try:
         formats = format_policy(avrs.supported_formats)
     except ValueError as exc:
-        raise ConfigError(
-            f"{config.source}: [avrs] supported_formats: {exc}",
-            path=config.source,
-            section="avrs",
-            key="supported_formats",
-        ) from None
+        raise key_error(config, "supported_formats", str(exc)) from None
     policy = IngestPolicy(
         loopback_no_credentials=avrs.loopback_no_credentials,
         token_required=avrs.token_required,

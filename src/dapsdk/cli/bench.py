@@ -330,3 +330,28 @@ def transcode(
     table.add_row("whole ladder", "", "", str(whole["wall_seconds"]), str(whole["cpu_seconds"]),
                   str(whole["speed_x_realtime"]))  # fmt: skip
     Console().print(table)
+
+
+@bench.command("ingest")
+@click.option("--seconds", type=click.FloatRange(2, 120), default=6.0, show_default=True,
+              help="Length of the pushed stream.")  # fmt: skip
+@click.option("--height", type=click.IntRange(144, 2160), default=360, show_default=True,
+              help="Picture height (16:9, H.264 + AAC).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def ingest(seconds: float, height: int, as_json: bool) -> None:
+    """RTMP ingest-to-play latency: a real-time RTMP publisher (FFmpeg through PyAV), a node
+    (sandboxed cluster, in this process) and a verifying viewer; per video packet, the time from
+    the publisher handing it to RTMP to the viewer verifying it."""
+    from ..bench.ingest import run_ingest_bench
+    from ..runtime.loop import run
+
+    result = run(run_ingest_bench(seconds=seconds, height=height))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    latency = result["latency_ms"]
+    click.echo(
+        f"ingest-to-play latency over {result['video_packets_matched']} video packets: "
+        f"median {latency['median']} ms, p95 {latency['p95']} ms, max {latency['max']} ms; "
+        f"viewer startup {result['viewer_startup_ms']} ms"
+    )

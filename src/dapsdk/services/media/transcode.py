@@ -27,7 +27,7 @@ import io
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Final
 
@@ -287,13 +287,19 @@ class MediaPipeline:
             raise ValueError("the source has no audio or video track")
         # The templates are only read here: a source container may close after construction
         # (readers of the output take templates from ``info.setup``).
-        self.info = media_info_from_streams(
+        info = media_info_from_streams(
             streams,
             kind=source.kind,
             duration_us=source.duration_us,
             title=source.title if title is None else title,
             renditions=renditions,
         )
+        # Tracks name their codec (h264), not the encoder that made them (libx264).
+        tracks = tuple(
+            replace(track, codec=stream.codec_context.codec.canonical_name)
+            for track, stream in zip(info.tracks, streams, strict=True)
+        )
+        self.info = replace(info, tracks=tracks)
 
     @property
     def transcodes(self) -> bool:

@@ -23,9 +23,9 @@ from dapsdk.compat import (
     avrs_cluster_monitor_performance,
     avrs_plugin_deinit,
     avrs_plugin_init,
+    char_ptr,
     dap_config_load,
 )
-from dapsdk.node.config import ConfigError
 
 
 def main() -> int:
@@ -33,14 +33,14 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        config = dap_config_load(sys.argv[1])
         new_member_id = bytes.fromhex(sys.argv[2])
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    code, error = avrs_plugin_init(config)
-    if code != 0:
-        print(f"AVRS init failed: {error}", file=sys.stderr)
+    config = dap_config_load(sys.argv[1])
+    error_msg = char_ptr()
+    if avrs_plugin_init(config, error_msg) != 0:
+        print(f"AVRS init failed: {error_msg.value}", file=sys.stderr)
         return 1
     try:
         # The role in the cluster

@@ -101,6 +101,9 @@ def test_plugin_init_errors(tmp_path: Path) -> None:
     assert compat.avrs_plugin_init(None, error) == -1
     assert error.value is not None and "could not read" in error.value
     assert compat.dap_config_load(str(tmp_path / "missing.cfg")) is None
+    huge = tmp_path / "huge.cfg"
+    huge.write_text("[avrs]\n" + "#" * (1024 * 1024))
+    assert compat.dap_config_load(str(huge)) is None  # bounded read
     error = compat.char_ptr()
     assert compat.avrs_plugin_init(tmp_path / "missing.cfg", error) == -1
     assert error.value is not None and "does not exist" in error.value

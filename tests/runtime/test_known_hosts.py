@@ -60,3 +60,14 @@ async def test_avrs_client_of_a_config_needs_a_pinned_host_address(tmp_path: Pat
                 await node.connect_client()
         finally:
             await node.close()
+
+
+def test_known_hosts_file_is_bounded_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    endpoint = parse_endpoint("tcp://127.0.0.1:9")
+    path.write_text("# comment\n\ntcp://127.0.0.1:9 not-an-address\n")
+    with pytest.raises(ValueError, match=r"known_hosts:3"):
+        KnownHosts(path).lookup(endpoint)
+    path.write_text("#" * (1024 * 1024 + 1))
+    with pytest.raises(ValueError, match="larger than"):
+        KnownHosts(path).lookup(endpoint)

@@ -29,7 +29,7 @@ from dapsdk.avrs.constants import Role
 from dapsdk.avrs.directory import ContentInfo
 from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
 from dapsdk.runtime.endpoint import Endpoint
-from dapsdk.runtime.http_service import HttpService
+from dapsdk.runtime.http_service import HttpRequest, HttpResponse, HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.runtime.ws import set_tls
 from dapsdk.services.auth import CertificateInfo, describe_certificate, format_roles
@@ -473,12 +473,12 @@ def build_node(
         sync=sync,
         requests=requests,
         listeners=listeners,
-        ingest=_compose_ingest(config, credentials, hub),
+        ingest=_compose_ingest(config, credentials, hub, http),
     )
 
 
 def _compose_ingest(
-    config: NodeConfig, credentials: NodeCredentials, hub: MediaHub
+    config: NodeConfig, credentials: NodeCredentials, hub: MediaHub, http: HttpService
 ) -> IngestService | None:
     """RTMP ingest for a node whose roles include host or server and that has ``rtmp_listen``;
     its policy comes from the loopback/token rules, ``supported_formats``,
@@ -498,7 +498,16 @@ def _compose_ingest(
         adaptive=avrs.adaptive_streaming,
         ladder=parse_ladder(",".join(avrs.rendition_ladder)),
     )
-    return IngestService(hub, AvrsSigner(credentials.identity.private_key), policy)
+    ingest = IngestService(hub, AvrsSigner(credentials.identity.private_key), policy)
+
+    async def status(request: HttpRequest) -> HttpResponse:
+        """``GET /api/v1/ingest``: RTMP publishers and live transcoders (host/operator only)."""
+        if http.privileged is not None and not http.privileged(request.peer):
+            return HttpResponse.from_json(403, {"error": "NOT_AUTHORIZED"})
+        return HttpResponse.from_json(200, ingest.status())
+
+    http.route("GET", "/api/v1/ingest", status)
+    return ingest
 
 
 def _directory_follower(directory: ClusterDirectory) -> Callable[[bytes, LiveContent | None], None]:

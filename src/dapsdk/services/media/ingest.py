@@ -234,3 +234,23 @@ class IngestService:
 
     def transcode_stats(self) -> dict[str, TranscodeStats]:
         return {name: t.stats() for name, t in self.transcoders.items()}
+
+    def status(self) -> dict[str, object]:
+        """What ``GET /api/v1/ingest`` answers: publishers, counters, and per live transcoder its
+        backlog, lag, drops and speed (``lagging`` is true while the CPU cannot keep up)."""
+        rtmp = self.rtmp
+        return {
+            "rtmp": rtmp.url if rtmp.started else None,
+            "publishing": sorted(rtmp.publishing),
+            "accepted": rtmp.accepted,
+            "refused": rtmp.refused,
+            "formats": {
+                "video": list(self.policy.formats.video),
+                "audio": list(self.policy.formats.audio),
+            },
+            "adaptive": self.policy.adaptive,
+            "ladder": [f"{r.name}:{r.video_bitrate}" for r in self.policy.ladder],
+            "transcoders": {
+                name: stats.as_dict() for name, stats in self.transcode_stats().items()
+            },
+        }

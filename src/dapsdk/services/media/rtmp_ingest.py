@@ -124,6 +124,10 @@ class RtmpIngestServer:
         self._server = await asyncio.start_server(self._serve, host, port, limit=READ_SIZE)
 
     @property
+    def started(self) -> bool:
+        return self._server is not None and bool(self._server.sockets)
+
+    @property
     def port(self) -> int:
         if self._server is None or not self._server.sockets:
             raise RuntimeError("RTMP server not started")

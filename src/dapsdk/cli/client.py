@@ -24,7 +24,7 @@ from ..services.auth import AuthError, load_certificate, load_private_key
 from ..stream.config import StreamConfig
 from ..stream.errors import DapError
 from ..stream.identity import NodeIdentity
-from .logs import logging_options
+from .logs import client_logging_options
 
 #: Where ``--trust-on-first-use`` keeps pins unless ``--known-hosts`` or $AVRS_KNOWN_HOSTS says.
 DEFAULT_KNOWN_HOSTS: Final = Path("~/.config/avrs/known_hosts")
@@ -104,7 +104,7 @@ async def _status(
     help="Certificate of --key from the cluster CA (gives the roles).",
 )
 @pin_options
-@logging_options
+@client_logging_options
 def status(
     url: str, key: Path | None, cert: Path | None, trust_on_first_use: bool,
     known_hosts: Path | None,

@@ -101,7 +101,17 @@ def _apply(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def logging_options(command: F) -> F:
-    """``--log-level`` and ``--log-format`` on a command (installs the handler when parsed)."""
+    """``--log-level`` (default info) and ``--log-format`` on a serving command (the handler is
+    installed when they are parsed)."""
+    return _logging_options(command, "info")
+
+
+def client_logging_options(command: F) -> F:
+    """The same for client commands, whose default level is warning (no connect lines)."""
+    return _logging_options(command, "warning")
+
+
+def _logging_options(command: F, level: str) -> F:
     command = click.option(
         "--log-format",
         type=click.Choice(FORMATS),
@@ -115,7 +125,7 @@ def logging_options(command: F) -> F:
     return click.option(
         "--log-level",
         type=click.Choice(LEVELS, case_sensitive=False),
-        default="info",
+        default=level,
         show_default=True,
         expose_value=False,
         is_eager=True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from dapsdk.node.config import load_node_config
 from dapsdk.node.sandbox import Sandbox
 from dapsdk.node.wiring import build_node
@@ -39,5 +41,26 @@ async def test_status_shows_publishers_and_transcoders(tmp_path: Path, clips: Cl
         status = node.ingest.status()
         assert status["accepted"] == 1 and status["publishing"] == []
         assert str(status["rtmp"]).startswith("rtmp://127.0.0.1:")
+    finally:
+        await node.close()
+
+
+async def test_rtmp_publisher_above_max_bitrate_is_disconnected(
+    tmp_path: Path, clips: ClipSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = Sandbox(tmp_path)
+    config = sandbox.server_config("rtmp_listen = 127.0.0.1:0\nmax_bitrate = 20000\n")
+    node = build_node(load_node_config(config))
+    await node.start()
+    try:
+        assert node.ingest is not None
+        url = dict(node.announcements)["rtmp"].replace("/NAME", "/big")
+        await ffmpeg_push(clips.h264_aac.path, url, realtime=False)
+        async with asyncio.timeout(10):
+            while node.ingest.rtmp.publishing:
+                await asyncio.sleep(0.02)
+        assert node.ingest.rtmp.refused >= 1
+        assert not node.hub.lives
+        assert "CONTENT_BITRATE_EXCEEDED" in caplog.text
     finally:
         await node.close()

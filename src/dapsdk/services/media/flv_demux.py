@@ -201,7 +201,8 @@ class FlvDemuxer:
             error = exc
         except BaseException as exc:  # the thread must always settle the future
             if not self._stop.is_set():
-                error = FlvDemuxError(f"demuxer failed: {exc!r}")
+                # A refusal from the sink (max_bitrate, ...) says why in its own words.
+                error = FlvDemuxError(str(exc) or repr(exc))
         finally:
             self._pipe.close()
         self._finish(error)

@@ -290,8 +290,10 @@ class _Session:
             try:
                 await self.demux_task
             except FlvDemuxError as exc:
+                if self.error is None:
+                    self.server.refused += 1
                 self.error = self.error or str(exc)
-                log.warning("RTMP %s (%s): %s", self.peer_host, self.name, exc)
+                log.warning("RTMP %s (%s): closed: %s", self.peer_host, self.name, exc)
             except asyncio.CancelledError:
                 self.demuxer.abort()
         if self.sink is not None:

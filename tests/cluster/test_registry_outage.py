@@ -4,6 +4,7 @@ re-registers when it returns; sessions that joined the cluster's notifications h
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,16 @@ from pathlib import Path
 import pytest
 import redis as redis_sync
 
-from dapsdk.avrs.constants import AvrsChannel, ClusterArg, ClusterOp, Role, SessionArg, SessionOp
+from dapsdk.avrs.constants import (
+    AvrsChannel,
+    ClusterArg,
+    ClusterOp,
+    Role,
+    SessionArg,
+    SessionOp,
+    SignalArg,
+    SignalOp,
+)
 from dapsdk.avrs.errors import AvrsError
 from dapsdk.avrs.signing import AvrsSigner
 from dapsdk.avrs.tsd import Tsd
@@ -84,6 +94,17 @@ async def test_node_serves_through_a_redis_outage_and_reregisters(tmp_path: Path
         await _until(lambda: len(viewer.responses) > before)
         note = viewer.responses[-1]
         assert (note.op, note.request_id) == (ClusterOp.INFO, 0)
+
+        # QoE: a signal QUALITY_REPORT lands in the cluster's bounded history
+        rtt = Tsd(SignalArg.RTT_US, (1500).to_bytes(4, "little"))
+        await viewer.call(AvrsChannel.SIGNAL, SignalOp.QUALITY_REPORT, [rtt])
+        await viewer.call(
+            AvrsChannel.SIGNAL, SignalOp.QUALITY_REPORT, [rtt]
+        )  # within 1 s: kept once
+        qoe_key = f"avrs:{box.cluster}:qoe"
+        await _until(lambda: r.llen(qoe_key) == 1)
+        sample = json.loads(r.lindex(qoe_key, 0))
+        assert sample["rtt_us"] == 1500 and sample["node"] == str(node.address)
 
         redis.stop()
         await _until(lambda: not node.sync.available)  # type: ignore[union-attr]

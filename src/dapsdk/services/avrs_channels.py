@@ -24,9 +24,14 @@ from typing import TYPE_CHECKING, Final
 from dapsdk.avrs.callbacks import ContentCallbacks
 from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.connection import AvrsConnection
-from dapsdk.avrs.constants import AvrsChannel
+from dapsdk.avrs.constants import AvrsChannel, SignalOp
 from dapsdk.avrs.errors import AvrsProtocolError
-from dapsdk.avrs.events import AvrsEvent, ClusterRequestReceived, ContentReceived
+from dapsdk.avrs.events import (
+    AvrsEvent,
+    ClusterRequestReceived,
+    ContentReceived,
+    SignalReceived,
+)
 from dapsdk.avrs.packets import ContentPacket
 from dapsdk.avrs.sessions import SessionRegistry
 from dapsdk.runtime.channel import Channel
@@ -263,6 +268,12 @@ class AvrsService:
                 code, detail = self.directory.handle_request(event, time.time())
                 binding.conn.reply(event.request_id, code, detail=detail)
                 self.last_cluster_reply = (code, detail)
+        elif (
+            isinstance(event, SignalReceived)
+            and event.op == SignalOp.QUALITY_REPORT
+            and self.requests is not None
+        ):
+            self.requests.quality_report(binding, event.args)
         elif isinstance(event, ContentReceived):
             handler = self.media_handler
             if handler is None or not handler(binding, event):

@@ -42,7 +42,7 @@ from dapsdk.avrs.directory import ClusterInfo, ContentInfo
 from dapsdk.avrs.errors import AvrsError, AvrsProtocolError
 from dapsdk.avrs.events import ClusterRequestReceived
 from dapsdk.avrs.signing import SignatureAlgorithm
-from dapsdk.avrs.tsd import Tsd
+from dapsdk.avrs.tsd import Tsd, TsdList
 from dapsdk.stream.identity import NodeAddress
 
 from .autoscale import AutoScaler
@@ -95,6 +95,7 @@ class ClusterRequests:
     autoscaler: AutoScaler | None = None
     """The balancer's scaling signal (scale_* keys), if configured."""
     _notify_scheduled: bool = False
+    _qoe_last: dict[int, float] = field(default_factory=dict)
     subscribers: Callable[[], list[AvrsBinding]] = lambda: []
 
     @property
@@ -338,9 +339,31 @@ class ClusterRequests:
             log.info("moved %d clients off dead or draining servers", moved)
         return moved
 
+    def quality_report(self, binding: AvrsBinding, args: TsdList) -> None:
+        """A client's signal QUALITY_REPORT becomes a sample of the cluster's QoE history (at
+        most one per connection per :data:`QOE_INTERVAL`, so a chatty peer cannot crowd the
+        registry writes)."""
+        now = time.monotonic()
+        last = self._qoe_last.get(binding.stream.id)
+        if last is not None and now - last < QOE_INTERVAL:
+            return
+        self._qoe_last[binding.stream.id] = now
+        session = binding.conn.session
+        sample: dict[str, object] = {
+            "at": time.time(),
+            "node": self.sync.node.address,
+            "session": session.session_id.hex() if session is not None else None,
+        }
+        for name, arg, size in _QOE_FIELDS:
+            value = args.uint(arg, size, required=False)
+            if value is not None:
+                sample[name] = value
+        self._write(partial(self.sync.registry.add_qoe, sample))
+
     def binding_lost(self, binding: AvrsBinding) -> None:
         self.balancer.forget(binding.stream.id)
         self.bindings.pop(binding.stream.id, None)
+        self._qoe_last.pop(binding.stream.id, None)
 
     def _load_report(self, binding: AvrsBinding, event: ClusterRequestReceived) -> Answer:
         assert event.signer is not None
@@ -499,6 +522,16 @@ _HANDLERS: Final[dict[int, _Handler]] = {
     ClusterOp.ROUTE_CHECK: ClusterRequests._route_check,
     ClusterOp.STATS_REQ: ClusterRequests._stats,
 }
+
+#: Seconds between two QoE samples taken from one connection.
+QOE_INTERVAL: Final = 1.0
+#: QUALITY_REPORT arguments kept in a QoE sample: (name, argument, size).
+_QOE_FIELDS: Final = (
+    ("rtt_us", SignalArg.RTT_US, 4),
+    ("loss_permille", SignalArg.LOSS_PERMILLE, 2),
+    ("jitter_us", SignalArg.JITTER_US, 4),
+    ("bitrate", SignalArg.BITRATE, 8),
+)
 
 #: Session ops after which a session receives cluster notifications.
 NOTIFYING_SESSION_OPS: Final = frozenset({SessionOp.CLUSTER_ADD, SessionOp.CLUSTER_UPDATE})

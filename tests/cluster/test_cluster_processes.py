@@ -42,6 +42,7 @@ from dapsdk.services.avrs_client import AvrsClient
 from dapsdk.services.avrs_cluster import cluster_guuid, content_guuid
 from dapsdk.services.cluster_requests import ServiceArg
 from dapsdk.services.membership import MembershipRecord, sign_record
+from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.identity import NodeAddress, NodeIdentity
 from tests.redis_server import RedisServer
 
@@ -84,6 +85,8 @@ class Cluster:
             f"redis_url = {self.redis.url}",
             f"heartbeat_interval = {HEARTBEAT}",
             "data_dir =",
+            "rtmp_listen =",
+            "http_listen =",
         ]
         if (self.root / f"{name}.crt").exists():
             lines += [f"certificate_file = {name}.crt", f"private_key_file = {name}.key"]
@@ -197,7 +200,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def net() -> AsyncIterator[StreamNode]:
-    node = StreamNode()
+    # Many handshakes in this process can hold its loop for seconds: relaxed keepalive.
+    node = StreamNode(config=StreamConfig(keepalive_interval=5.0, keepalive_timeout=60.0))
     await node.start()
     yield node
     await node.close()

@@ -10,18 +10,21 @@ from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.connection import AvrsConnection
 from dapsdk.avrs.constants import (
     AvrsChannel,
+    CommonArg,
     ContentFlag,
     Role,
     SessionArg,
     SessionOp,
 )
 from dapsdk.avrs.directory import ClusterInfo, ContentInfo, MemoryClusterView
+from dapsdk.avrs.errors import AvrsError
 from dapsdk.avrs.events import AvrsEvent
 from dapsdk.avrs.packets import Reply, RequestHeader, decode_reply, encode_request
 from dapsdk.avrs.replay import ReplayGuard
 from dapsdk.avrs.sessions import SessionRegistry
 from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm
 from dapsdk.avrs.tsd import Tsd
+from dapsdk.services.auth import TotpError, TotpReplay, TotpVerifier, totp_code
 
 #: A fixed wall clock (2026-01-01T00:00:00Z) for every test.
 NOW = 1_767_225_600.0
@@ -116,18 +119,46 @@ class Wire:
         )
 
 
+#: Every kit identity's TOTP secret (base32, 160 bits).
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+class KitSecondFactor:
+    """A real RFC 6238 verifier (pyotp) per identity, all with :data:`TOTP_SECRET`."""
+
+    def __init__(self) -> None:
+        self._verifiers: dict[bytes, TotpVerifier] = {}
+
+    def verify(self, identity: bytes, code: str | None, now: float) -> AvrsError:
+        verifier = self._verifiers.setdefault(identity, TotpVerifier(TOTP_SECRET))
+        try:
+            verifier.verify(code, now=now)
+        except TotpReplay:
+            return AvrsError.MEMBER_TOTP_REPLAYED
+        except TotpError:
+            return AvrsError.MEMBER_TOTP_INVALID
+        return AvrsError.SUCCESS
+
+
+def totp(now: float = NOW) -> Tsd:
+    """The TOTP argument with the current code of :data:`TOTP_SECRET`."""
+    return Tsd(CommonArg.TOTP, totp_code(TOTP_SECRET, now=now).encode())
+
+
 def make_conn(
     directory: MemoryClusterView | None = None,
     *,
     sessions: SessionRegistry | None = None,
     guard: ReplayGuard | None = None,
     config: AvrsConfig | None = None,
+    second_factor: KitSecondFactor | None = None,
 ) -> AvrsConnection:
     return AvrsConnection(
         directory if directory is not None else make_directory(),
         config,
         sessions=sessions,
         replay_guard=guard,
+        second_factor=second_factor if second_factor is not None else KitSecondFactor(),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dapsdk.avrs.config import AvrsConfig
@@ -10,6 +12,7 @@ from dapsdk.avrs.constants import (
     AvrsChannel,
     ClusterArg,
     ClusterOp,
+    CommonArg,
     ContentFlag,
     Role,
     SessionArg,
@@ -17,9 +20,13 @@ from dapsdk.avrs.constants import (
     SignalOp,
 )
 from dapsdk.avrs.errors import AvrsError
+from dapsdk.avrs.events import ClusterRequestReceived
 from dapsdk.avrs.packets import ContentPacket, encode_content
+from dapsdk.avrs.permissions import Grants
 from dapsdk.avrs.sessions import SessionContent
-from dapsdk.avrs.tsd import Tsd
+from dapsdk.avrs.tsd import Tsd, TsdList
+from dapsdk.services.avrs_cluster import ClusterDirectory
+from dapsdk.services.member_sources import Membership
 
 from .kit import (
     ALIEN,
@@ -38,10 +45,13 @@ from .kit import (
     bring_to_synced,
     cid,
     content_add_args,
+    drain,
     make_conn,
+    make_directory,
     only_reply,
     open_session,
     session_request,
+    totp,
 )
 
 C = AvrsChannel.CLUSTER
@@ -343,3 +353,89 @@ def test_content_bitrate_exceeded_from_the_media_hub() -> None:
         for n in range(100):
             hub.ingest(b"c" * 16, MediaPacket(0, b"x" * 1000, n * 20_000, n * 20_000, 20_000))
     assert refused.value.code == AvrsError.CONTENT_BITRATE_EXCEEDED
+
+
+# ------------------------------------------------------------------ issue 8: enforcement codes
+
+
+def test_unimplemented_feature_is_not_supported() -> None:
+    conn, wire = make_conn(), Wire()
+    open_session(conn, wire, CLIENT)
+    chat = [Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID), Tsd(SessionArg.TEXT, b"hi")]
+    assert session_request(conn, wire, SessionOp.CHAT, chat).code == AvrsError.NOT_SUPPORTED
+
+
+def test_second_factor_required_invalid_replayed() -> None:
+    conn, wire = make_conn(), Wire()
+    remove = [Tsd(ClusterArg.ID, CLUSTER_ID), Tsd(ClusterArg.MEMBER, CLIENT.identity)]
+    assert cluster_call(conn, wire, ClusterOp.MEMBER_REMOVE, remove, OPERATOR) == (
+        AvrsError.MEMBER_TOTP_REQUIRED
+    )
+    wrong = Tsd(CommonArg.TOTP, b"000000" if totp().data != b"000000" else b"111111")
+    assert cluster_call(conn, wire, ClusterOp.MEMBER_REMOVE, [*remove, wrong], OPERATOR) == (
+        AvrsError.MEMBER_TOTP_INVALID
+    )
+    conn.handle(
+        C, wire.request(C, ClusterOp.MEMBER_REMOVE, [*remove, totp()], signer=OPERATOR), NOW
+    )
+    assert any(isinstance(e, ClusterRequestReceived) for e in drain(conn))  # passed to the app
+    assert cluster_call(conn, wire, ClusterOp.MEMBER_REMOVE, [*remove, totp()], OPERATOR) == (
+        AvrsError.MEMBER_TOTP_REPLAYED
+    )
+    # Leaving (acting on oneself) is not administrative: no code needed.
+    leave = [Tsd(ClusterArg.ID, CLUSTER_ID), Tsd(ClusterArg.MEMBER, CLIENT.identity)]
+    conn2, wire2 = make_conn(), Wire()
+    conn2.handle(C, wire2.request(C, ClusterOp.MEMBER_REMOVE, leave, signer=CLIENT), NOW)
+    assert any(isinstance(e, ClusterRequestReceived) for e in drain(conn2))
+
+
+def test_token_grants_and_expiry() -> None:
+    view = make_directory()
+    info = view.cluster(CLUSTER_ID)
+    assert info is not None
+    grants = {
+        CLIENT.identity: Grants(subscribe=True, contents=frozenset({MISSING_CONTENT_ID})),
+        SERVER.identity: Grants(publish=True, expires_at=NOW - 1),
+    }
+    view.put(replace(info, grants=grants))
+    conn, wire = make_conn(view), Wire()
+    open_session(conn, wire, CLIENT)
+    # CLIENT's token covers another content only: subscribing to CONTENT_ID is denied.
+    reply = session_request(conn, wire, SessionOp.CONTENT_ADD, content_add_args())
+    assert reply.code == AvrsError.MEMBER_GRANT_DENIED
+    conn2, wire2 = make_conn(view), Wire()
+    open_session(conn2, wire2, SERVER)
+    reply = session_request(
+        conn2, wire2, SessionOp.CONTENT_ADD, content_add_args(flags=ContentFlag.STREAMING_IN)
+    )
+    assert reply.code == AvrsError.MEMBER_REVOKED  # the token ended
+
+
+def test_directory_role_ceiling_and_rejoin() -> None:
+    directory = ClusterDirectory("kit", HOST.identity)
+    directory.add_member(OPERATOR.identity, Membership(Role.OPERATOR))
+    directory.add_pending(CANDIDATE.identity)
+    approve = ClusterRequestReceived(
+        request_id=1,
+        op=ClusterOp.MEMBER_REQUEST_APPROVE,
+        signer=OPERATOR.identity,
+        cluster_id=directory.cluster_id,
+        args=TsdList(
+            (
+                Tsd(ClusterArg.MEMBER, CANDIDATE.identity),
+                Tsd(ClusterArg.ROLE, int(Role.HOST).to_bytes(2, "little")),
+            ),
+            (0, 0),
+        ),
+    )
+    assert directory.handle_request(approve, NOW)[0] == AvrsError.MEMBER_ROLE_EXCEEDED
+    assert directory.info.roles_of(CANDIDATE.identity) is None  # nothing changed
+    rejoin = ClusterRequestReceived(
+        request_id=2,
+        op=ClusterOp.MEMBER_REQUEST_ADD,
+        signer=OPERATOR.identity,
+        cluster_id=directory.cluster_id,
+        args=TsdList((), ()),
+    )
+    assert directory.handle_request(rejoin, NOW)[0] == AvrsError.MEMBER_ALREADY_EXISTS
+    assert OPERATOR.identity not in directory.info.pending

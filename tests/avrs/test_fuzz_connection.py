@@ -35,7 +35,7 @@ ALL_CHANNELS = [*map(int, AvrsChannel), 0, 0x10, 0xFFFF]
 REQUEST_CHANNELS = {AvrsChannel.SIGNAL, AvrsChannel.CLUSTER, AvrsChannel.SESSION}
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # no wall-clock assertions (shared CPUs)
 @given(st.lists(st.tuples(st.sampled_from(ALL_CHANNELS), st.binary(max_size=200)), max_size=10))
 def test_random_bytes_never_escape(inputs: list[tuple[int, bytes]]) -> None:
     conn = make_conn()
@@ -57,7 +57,7 @@ def test_random_bytes_never_escape(inputs: list[tuple[int, bytes]]) -> None:
     assert not any(isinstance(e, RequestRefused) and e.code == AvrsError.ERROR for e in events)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=40), st.integers(0, 10_000))
 def test_random_bytes_after_session_is_streaming(noise: bytes, where: int) -> None:
     conn, wire = make_conn(), Wire()
@@ -73,7 +73,7 @@ def test_random_bytes_after_session_is_streaming(noise: bytes, where: int) -> No
     assert isinstance(conn.state, SessionState)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # no wall-clock assertions (shared CPUs)
 @given(st.data())
 def test_any_single_byte_change_of_a_signed_open_is_refused(data: st.DataObject) -> None:
     wire = Wire()
@@ -127,7 +127,7 @@ def step_args(op: int, handles: list[int]) -> list[Tsd]:
     return []
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(SESSION_STEPS, max_size=25))
 def test_session_requests_follow_the_state_table(steps: list[tuple[int, SessionInput]]) -> None:
     """Model check: a request succeeds iff the table allows it (and its arguments are valid), and
@@ -190,7 +190,7 @@ def structured_request(draw: st.DrawFn) -> tuple[AvrsChannel, bytes]:
     )
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(structured_request(), min_size=1, max_size=6))
 def test_structured_requests_never_hit_internal_errors(
     requests: list[tuple[AvrsChannel, bytes]],

@@ -146,7 +146,7 @@ def test_open_by_alien_key_with_forged_session_id_is_impossible() -> None:
 def test_replay_refused_on_same_and_other_connection() -> None:
     first, wire = make_conn(), Wire()
     second = make_conn(directory=first.directory, guard=first.replay_guard)  # type: ignore[arg-type]
-    data = wire.request(C, ClusterOp.DESTROY, [Tsd(ClusterArg.ID, CLUSTER_ID)], signer=HOST)
+    data = wire.request(C, ClusterOp.INFO, [Tsd(ClusterArg.ID, CLUSTER_ID)], signer=HOST)
     first.handle(C, data, NOW)
     assert any(isinstance(e, ClusterRequestReceived) for e in drain(first))
     before = snapshot(first)

@@ -35,8 +35,11 @@ from dapsdk.services.auth import (
     ClusterCA,
     TokenGrants,
     TokenIssuer,
+    enroll_totp,
     save_certificate,
     save_private_key,
+    set_totp_secret,
+    totp_code,
 )
 from dapsdk.services.avrs_client import AvrsClient
 from dapsdk.services.avrs_cluster import cluster_guuid, content_guuid
@@ -69,6 +72,19 @@ class Cluster:
     keys: dict[str, NodeIdentity] = field(default_factory=dict)
     nodes: dict[str, NodeProc] = field(default_factory=dict)
     token: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)
+    """TOTP secrets of the administrators (host, operator), in totp.secrets."""
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def totp(self, name: str) -> str:
+        """A TOTP code ``name`` has not used yet: administrative requests carry one, and each
+        30 s step is accepted once, one step of skew either side (the current step, then the
+        next: up to 2 per 30 s, still valid if the request arrives after a step boundary)."""
+        step = int(time.time()) // 30
+        use = max(step, self.steps.get(name, step - 1) + 1)
+        assert use <= step + 1, f"{name}: more than 2 administrative requests in one 30 s step"
+        self.steps[name] = use
+        return totp_code(self.secrets[name], now=use * 30)
 
     def signer(self, name: str) -> AvrsSigner:
         return AvrsSigner(self.keys[name].private_key)
@@ -94,6 +110,8 @@ class Cluster:
             lines.append(f"identity_file = {name}.key")
         if role in ("host", "server", "balancer"):
             lines.append("listen = tcp://127.0.0.1:0")
+        if role in ("host", "balancer"):
+            lines.append("totp_secret_file = totp.secrets")
         if host is not None and role != "host":
             lines.append(f"host_address = {host.url}")
         # The registry heartbeat is fast (a dead server is gone after 3 × HEARTBEAT); the
@@ -183,6 +201,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ("operator", Role.OPERATOR),
     ]:
         c.identity(name, roles)
+    for name in ("host", "operator"):
+        c.secrets[name] = enroll_totp(name).secret
+        set_totp_secret(root / "totp.secrets", c.keys[name].address, c.secrets[name])
     c.token = TokenIssuer(host, Role.HOST, CLUSTER).issue(
         "viewers", TokenGrants(role=Role.CLIENT, subscribe=True), now=now, ttl=3600
     )
@@ -214,10 +235,10 @@ async def connect(net: StreamNode, url: str, signer: AvrsSigner) -> AvrsClient:
 
 
 async def ask(
-    client: AvrsClient, op: ClusterOp, *args: Tsd, signed: bool = True
+    client: AvrsClient, op: ClusterOp, *args: Tsd, signed: bool = True, totp: str | None = None
 ) -> tuple[Reply, list[Tsd]]:
     reply = await client.request(
-        AvrsChannel.CLUSTER, op, [Tsd(ClusterArg.ID, CID), *args], signed=signed
+        AvrsChannel.CLUSTER, op, [Tsd(ClusterArg.ID, CID), *args], signed=signed, totp=totp
     )
     typed = [r for r in client.responses if r.request_id == reply.request_id]
     return reply, [t for r in typed for t in r.args]
@@ -306,6 +327,8 @@ async def test_join_approve_remove_and_a_forged_record(cluster: Cluster, net: St
         AvrsSigner(joiner.private_key).identity.hex(),
         "--role",
         "client",
+        "--totp",
+        c.totp("operator"),
         "--config",
         str(c.root / "operator.cfg"),
     )
@@ -324,6 +347,7 @@ async def test_join_approve_remove_and_a_forged_record(cluster: Cluster, net: St
         operator,
         ClusterOp.MEMBER_REMOVE,
         Tsd(ClusterArg.MEMBER, AvrsSigner(joiner.private_key).identity),
+        totp=c.totp("operator"),
     )
     assert reply.code == AvrsError.SUCCESS, reply
     t0 = time.monotonic()
@@ -403,12 +427,17 @@ async def test_every_cluster_request_is_answered_by_its_handler(
         ClusterOp.CHANGE,
         [Tsd(ClusterArg.ID, other), Tsd(ClusterArg.TITLE, b"Side room")],
         signed=True,
+        totp=c.totp("host"),
     )
     assert reply.code == ok
     reply, args = await ask(host, ClusterOp.LIST_REQ, signed=False)
     assert b"Side room" in [t.data for t in args]
     reply = await host.request(
-        AvrsChannel.CLUSTER, ClusterOp.DESTROY, [Tsd(ClusterArg.ID, other)], signed=True
+        AvrsChannel.CLUSTER,
+        ClusterOp.DESTROY,
+        [Tsd(ClusterArg.ID, other)],
+        signed=True,
+        totp=c.totp("host"),
     )
     assert reply.code == ok
     reply, _ = await ask(host, ClusterOp.DESTROY)

@@ -300,9 +300,11 @@ def test_required_keys() -> None:
         BASE + "identity_file = a.key\nprivate_key_file = b.key\n",
         r"identity_file = 'a\.key': names another file than private_key_file",
     )
+    # Any node that accepts administrative requests may verify TOTP codes (issue 8): the key is
+    # checked like every file key.
     refuse(
         "[avrs]\nrole = server\nhost_address = h:1\ntotp_secret_file = s\n",
-        r"totp_secret_file = 's': only hosts and operators",
+        r"totp_secret_file = 's': file s does not exist",
     )
 
 

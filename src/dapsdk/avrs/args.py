@@ -63,6 +63,7 @@ _COMMON: Final[dict[int, ArgSpec]] = {
     CommonArg.TIMESTAMP: _fixed(8),
     CommonArg.NONCE: _fixed(NONCE_SIZE),
     CommonArg.DETAIL: ArgSpec(Kind.TEXT, 1024),
+    CommonArg.TOTP: _fixed(6),
 }
 
 CLUSTER_ARGS: Final[dict[int, ArgSpec]] = {
@@ -92,6 +93,7 @@ CLUSTER_ARGS: Final[dict[int, ArgSpec]] = {
     ClusterArg.CONTENT_FLOW_CODEC: ArgSpec(
         Kind.FLOW_CODEC, 1 + MAX_CODEC_NAME, AvrsError.CONTENT_INFO_CORRUPTED, repeatable=True
     ),
+    ClusterArg.CONTENT_NAME: ArgSpec(Kind.TEXT, 255, AvrsError.CONTENT_INFO_CORRUPTED),
     ClusterArg.LOAD: _fixed(4 + 8 + 2),
     ClusterArg.ROUTE: _fixed(GUUID_SIZE + 8),
 }
@@ -120,6 +122,7 @@ SIGNAL_ARGS: Final[dict[int, ArgSpec]] = {
     SignalArg.CLOCK: _fixed(8),
     SignalArg.TARGET: ArgSpec(Kind.TEXT, 1024),
     SignalArg.REASON: ArgSpec(Kind.TEXT, 63),
+    SignalArg.CONTENT_UUID: _fixed(GUUID_SIZE),
 }
 
 ARG_SPECS: Final[dict[AvrsChannel, dict[int, ArgSpec]]] = {

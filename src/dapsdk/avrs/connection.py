@@ -13,12 +13,15 @@ and traced). The checks run in this order, each refusing with its code before an
 2. signature present when the table requires it     SIGN_NOT_PRESENT
 3. signature verifies over the bytes before it      SIGN_INCORRECT
 4. 'S' after OPEN: the session is the signer         SESSION_NOT_OPENED (no session) / SIGN_ALIEN
-5. signer allowed by the permission table           ARG_INCORRECT (no cluster id) / CLUSTER_NOT_FOUND /
-                                                    MEMBER_SECURITY_ISSUE / SIGN_ALIEN
+5. signer allowed by the permission table and its   ARG_INCORRECT (no cluster id) / CLUSTER_NOT_FOUND /
+   token grants (permissions.authorize_operation)   MEMBER_SECURITY_ISSUE / SIGN_ALIEN /
+                                                    MEMBER_GRANT_DENIED / MEMBER_REVOKED
 6. fresh: timestamp within skew, nonce unseen        SIGN_EXPIRED / SIGN_REPLAYED
 7. arguments decoded against the argument table     ARG_INCORRECT / MEMBER_INFO_PROBLEM / CONTENT_INFO_CORRUPTED
-8. session state table allows it ('S')              SESSION_ALREADY_OPENED / SESSION_WRONG_REQUEST
-9. act                                              the operation's own codes
+8. administrative: a fresh TOTP code of the signer  MEMBER_TOTP_REQUIRED / MEMBER_TOTP_INVALID /
+                                                    MEMBER_TOTP_REPLAYED
+9. session state table allows it ('S')              SESSION_ALREADY_OPENED / SESSION_WRONG_REQUEST
+10. act                                             the operation's own codes
 """
 
 from __future__ import annotations
@@ -78,11 +81,13 @@ from .signing import AvrsSigner, SignatureAlgorithm
 from .state import SessionState
 from .tsd import Tsd, TsdList
 from .verification import (
-    PublishCheck,
+    ContentCheck,
+    SecondFactor,
     authorize_request,
     check_algorithm,
     check_cluster_targets,
     check_fresh,
+    check_second_factor,
     replay_pool,
     signature_ok,
     verify_request_signature,
@@ -120,10 +125,16 @@ class AvrsConnection:
         replay_guard: ReplayGuard | None = None,
         content_callbacks: ContentCallbacks | None = None,
         peer: bytes | None = None,
+        second_factor: SecondFactor | None = None,
     ) -> None:
         self.config = config if config is not None else AvrsConfig()
         self.peer = peer
         """The connected peer's transport identity (its replay quota in the anonymous pool)."""
+        self.second_factor = second_factor
+        """Checks the TOTP code of administrative requests (None: they are all refused)."""
+        self.unsupported: dict[tuple[int, int], str] = {}
+        """(channel, op) -> why: request types this endpoint refuses with NOT_SUPPORTED after
+        the checks (e.g. a node given a REDIRECT meant for clients)."""
         cfg = self.config
         self.directory = directory
         self.sessions = (
@@ -285,6 +296,20 @@ class AvrsConnection:
         self._outgoing.append((AvrsChannel.CONTENT, encode_content(packet)))
         self._events.extend(self._machine.media_flowed())
 
+    def end_session(self, code: AvrsError, reason: str) -> bool:
+        """The membership behind the session ended (removed, revoked, expired): tell the peer with
+        an unsolicited retcode (request id 0, channel 'S', op CLOSE, ``code``) and close the
+        session with its contents. False when there was no session. Transmit afterwards."""
+        self._events.extend(self._machine.refresh())
+        if self._machine.session is None:
+            return False
+        detail = (Tsd(ReplyArg.DETAIL, reason.encode()[:MAX_DETAIL]),)
+        self._send_reply(
+            Reply(code, 0, AvrsChannel.SESSION, SessionOp.CLOSE, code_token(code), detail)
+        )
+        self._events.extend(self._machine.revoke())
+        return True
+
     def fail_session(self) -> None:
         """The application gave up on the session (media pipeline failure): enter ERROR."""
         self._events.extend(self._machine.fail())
@@ -395,14 +420,21 @@ class AvrsConnection:
         signer, algorithm = verify_request_signature(request, permission)
         if channel is AvrsChannel.SESSION and op != SessionOp.OPEN:
             signer, algorithm = self._session_signer(op, signer, algorithm)
-        cluster = authorize_request(
-            self.directory, channel, permission, request.args, signer, algorithm
+        cluster, decision = authorize_request(
+            self.directory, channel, op, permission, request.args, signer, algorithm, now
         )
         if request.sign is not None and signer is not None:
             pool = replay_pool(permission, signer, cluster)
             check_fresh(self.replay_guard, request.args, signer, now, pool=pool, peer=self.peer)
         validate_args(channel, op, request.args)
+        if decision is not None and decision.second_factor and signer is not None:
+            if cluster is not None and channel is AvrsChannel.CLUSTER:
+                check_cluster_targets(op, request.args, cluster)
+            check_second_factor(self.second_factor, request.args, signer, now)
         request_id = request.header.request_id
+        reason = self.unsupported.get((channel, op))
+        if reason is not None:
+            raise AvrsProtocolError(AvrsError.NOT_SUPPORTED, reason)
         if channel is AvrsChannel.CLUSTER:
             self._cluster_request(op, request_id, request.args, signer, algorithm, cluster, now)
         elif channel is AvrsChannel.SESSION:
@@ -411,7 +443,7 @@ class AvrsConnection:
                 request.args,
                 signer=signer,
                 algorithm=algorithm,
-                publish_check=PublishCheck(signer, algorithm),
+                publish_check=ContentCheck(signer, algorithm, now),
                 now=now,
             )
             self._answer(channel, op, request_id, outcome.reply_args)
@@ -470,9 +502,41 @@ class AvrsConnection:
 
     def _signal_request(self, op: int, request_id: int, args: TsdList, now: float) -> None:
         reply_args: list[Tsd] = []
+        content_ids: tuple[bytes, ...] = ()
         if op == SignalOp.HELLO:
             self.peer_software = args.text(SignalArg.SOFTWARE, 255, required=False)
         elif op == SignalOp.HEARTBEAT:
             reply_args.append(Tsd(ReplyArg.CLOCK, int(now * 1000).to_bytes(8, "little")))
+        elif op == SignalOp.QUALITY_REPORT:
+            content_ids = self._report_contents(args)
+        session = self._machine.session
         self._answer(AvrsChannel.SIGNAL, op, request_id, reply_args)
-        self._events.append(SignalReceived(op=op, args=args))
+        self._events.append(
+            SignalReceived(
+                op=op,
+                args=args,
+                session_id=None if session is None else session.session_id,
+                content_ids=content_ids,
+            )
+        )
+
+    def _report_contents(self, args: TsdList) -> tuple[bytes, ...]:
+        """The contents a QUALITY_REPORT is stored under: the one it names, which the session must
+        have attached, or every attached one. Nothing to store it under is CONTENT_NOT_FOUND."""
+        self._events.extend(self._machine.refresh())
+        session = self._machine.session
+        attached = (
+            [] if session is None else [s.content.content_id for s in session.contents.values()]
+        )
+        named = args.get(SignalArg.CONTENT_UUID)
+        if named is not None:
+            if named not in attached:
+                raise AvrsProtocolError(
+                    AvrsError.CONTENT_NOT_FOUND, "the report names a content the session lacks"
+                )
+            return (named,)
+        if not attached:
+            raise AvrsProtocolError(
+                AvrsError.CONTENT_NOT_FOUND, "a quality report needs an attached content"
+            )
+        return tuple(dict.fromkeys(attached))

@@ -147,6 +147,9 @@ class CommonArg(enum.IntEnum):
     TIMESTAMP = 0xFFF0  #: u64 milliseconds since the Unix epoch, signed requests only
     NONCE = 0xFFF1  #: 16 random bytes, signed requests only
     DETAIL = 0xFFF2  #: UTF-8 human-readable detail (retcodes)
+    #: (dapsdk) 6 ASCII digits: the signer's current TOTP code, required by administrative
+    #: requests (membership, roles, configuration, moderation of others); signed with the request.
+    TOTP = 0xFFF3
     SIGN = 0xFFFF  #: the signature blob; must be the LAST TSD of the packet
 
 
@@ -176,6 +179,9 @@ class ClusterArg(enum.IntEnum):
     CONTENT_TITLE = 0x31  #: the original spelled it CONTENT_TITEL
     CONTENT_FLOWS = 0x33  #: ASCII, one character per flow ("av")
     CONTENT_FLOW_CODEC = 0x34  #: u8 flow index + ASCII codec name (repeatable)
+    #: (dapsdk) UTF-8 readable content name; the node checks that CONTENT_ID is its wire id, so
+    #: token content patterns (``lecture-*``) can match it.
+    CONTENT_NAME = 0x35
     LOAD = 0x38  #: (dapsdk) LOAD_REPORT body: u32 sessions, u64 bits/s, u16 cpu permille
     ROUTE = 0x40  #: (dapsdk) 16-byte content GUUID + u64 node address
 
@@ -206,6 +212,9 @@ class SignalArg(enum.IntEnum):
     CLOCK = 0x14  #: u64 milliseconds since the epoch (HEARTBEAT)
     TARGET = 0x20  #: UTF-8 URL of the node to reconnect to (REDIRECT)
     REASON = 0x21  #: UTF-8 why (REDIRECT): "balance", "failover", "drain"
+    #: 16-byte content GUUID a QUALITY_REPORT is about (default: every content the session has
+    #: attached)
+    CONTENT_UUID = 0x22
 
 
 class ReplyArg(enum.IntEnum):

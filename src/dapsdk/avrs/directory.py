@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .constants import GUUID_SIZE, IDENTITY_SIZE, Role
 from .errors import AvrsError, AvrsProtocolError
+from .permissions import Grants, Principal
 from .signing import SignatureAlgorithm
 
 #: Longest flow string (each character one track) and codec name.
@@ -54,6 +55,9 @@ class ContentInfo:
     available: bool = True
     """False while the source is offline: attaching it or publishing into it is refused with
     CONTENT_UNAVAILBLE."""
+    name: str = ""
+    """Readable name whose wire id is ``content_id`` (checked by the node), matched by token
+    content patterns; empty when the publisher gave none."""
 
     def __post_init__(self) -> None:
         if len(self.content_id) != GUUID_SIZE or len(self.owner) != IDENTITY_SIZE:
@@ -79,6 +83,8 @@ class ClusterInfo:
     contents: Mapping[bytes, ContentInfo] = field(default_factory=dict)
     signature_algorithm: SignatureAlgorithm = SignatureAlgorithm.ED25519
     """The algorithm members must sign with; another one is MEMBER_SECURITY_ISSUE."""
+    grants: Mapping[bytes, Grants] = field(default_factory=dict)
+    """Token grants of members whose roles come only from an access token."""
 
     def __post_init__(self) -> None:
         if len(self.cluster_id) != GUUID_SIZE or len(self.owner) != IDENTITY_SIZE:
@@ -90,6 +96,17 @@ class ClusterInfo:
         if identity == self.owner:
             return (roles or Role.NONE) | Role.HOST
         return roles
+
+    def principal(self, identity: bytes | None) -> Principal:
+        """What :func:`~.permissions.authorize_operation` needs to know about ``identity``."""
+        if identity is None:
+            return Principal(None, None)
+        return Principal(
+            identity,
+            self.roles_of(identity),
+            self.grants.get(identity),
+            is_owner=identity == self.owner,
+        )
 
 
 class ClusterView(Protocol):

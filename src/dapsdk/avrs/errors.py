@@ -21,6 +21,9 @@ class AvrsError(enum.IntEnum):
     REQUEST_TIMEOUT = 0x00000010
     #: (dapsdk) too many requests of this connection await an answer; retry later.
     BUSY = 0x00000011
+    #: (dapsdk) the request is valid but this node does not implement its feature (yet); nothing
+    #: was done.
+    NOT_SUPPORTED = 0x00000012
     SIGN_NOT_PRESENT = 0x000000F0
     SIGN_INCORRECT = 0x000000F1
     SIGN_ALIEN = 0x000000F2
@@ -40,6 +43,23 @@ class AvrsError(enum.IntEnum):
     MEMBER_NOT_FOUND = 0x00000300
     MEMBER_SECURITY_ISSUE = 0x00000301
     MEMBER_INFO_PROBLEM = 0x00000302
+    #: (dapsdk) an administrative request carries no TOTP code (or the signer has no enrolled
+    #: second factor, or the node has none configured).
+    MEMBER_TOTP_REQUIRED = 0x00000303
+    #: (dapsdk) the TOTP code is wrong (or the second factor is locked after repeated failures).
+    MEMBER_TOTP_INVALID = 0x00000304
+    #: (dapsdk) the TOTP code (time step) was already used.
+    MEMBER_TOTP_REPLAYED = 0x00000305
+    #: (dapsdk) the signer tried to grant, approve or act on a role above its own.
+    MEMBER_ROLE_EXCEEDED = 0x00000306
+    #: (dapsdk) the signer is already a member: a join without new credentials is refused.
+    MEMBER_ALREADY_EXISTS = 0x00000307
+    #: (dapsdk) unsolicited notice: the membership that allowed this session ended (removed,
+    #: certificate revoked or expired, token expired); the session and its contents are closed.
+    MEMBER_REVOKED = 0x00000308
+    #: (dapsdk) the member's token does not grant this action (publish, subscribe, moderate), this
+    #: content, or its attribute rules (``attr``) do not hold on this node.
+    MEMBER_GRANT_DENIED = 0x00000309
     SESSION_WRONG_REQUEST = 0x00000400
     SESSION_NOT_OPENED = 0x00000401
     SESSION_ALREADY_OPENED = 0x00000402

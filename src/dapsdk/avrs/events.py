@@ -43,6 +43,10 @@ class SignalReceived(AvrsEvent):
     """SignalOp value."""
     args: TsdList = field(repr=False)
     """Validated arguments."""
+    session_id: bytes | None = None
+    """The connection's session, if one is open."""
+    content_ids: tuple[bytes, ...] = ()
+    """QUALITY_REPORT: the contents the report is about (the node stores it under each)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .constants import ContentFlag, ReplyArg, SessionArg, SessionOp
+from .constants import AvrsChannel, ContentFlag, ReplyArg, SessionArg, SessionOp
 from .directory import ClusterInfo, ClusterView, ContentInfo
 from .errors import AvrsError, AvrsProtocolError
 from .events import (
@@ -24,6 +24,7 @@ from .events import (
     StreamControl,
 )
 from .packets import ContentPacket
+from .permissions import PUBLISH, SUBSCRIBE
 from .sessions import AvrsSession, SessionContent, SessionRegistry
 from .signing import SignatureAlgorithm
 from .state import (
@@ -63,9 +64,17 @@ class Outcome:
     events: list[AvrsEvent] = field(default_factory=list)
 
 
-#: Authorisation hook supplied by the connection: may the session publish into this content?
-#: Raises SIGN_ALIEN (or MEMBER_SECURITY_ISSUE) when not.
-PublishCheck = Callable[[ClusterInfo, ContentInfo], None]
+#: Authorisation hook supplied by the connection: may the session publish into (PUBLISH) or
+#: receive (SUBSCRIBE) this content? Raises SIGN_ALIEN, MEMBER_GRANT_DENIED, MEMBER_REVOKED or
+#: MEMBER_SECURITY_ISSUE when not.
+PublishCheck = Callable[[ClusterInfo, ContentInfo, tuple[AvrsChannel, int]], None]
+
+#: Session requests whose feature this node does not implement yet: refused with NOT_SUPPORTED
+#: before anything changes (never answered SUCCESS without their effect).
+UNSUPPORTED: dict[int, str] = {
+    SessionOp.CHAT: "chat is not implemented by this node yet",
+    SessionOp.MONITOR: "monitoring sessions are not implemented by this node yet",
+}
 
 
 class SessionMachine:
@@ -85,6 +94,8 @@ class SessionMachine:
         self.max_chat_text = max_chat_text
         self.state = SessionState.CREATED
         self.session: AvrsSession | None = None
+        self.unsupported = dict(UNSUPPORTED)
+        """Refused with NOT_SUPPORTED; a service that implements one removes it."""
 
     # ------------------------------------------------------------------ guards (no mutation)
 
@@ -123,6 +134,16 @@ class SessionMachine:
             return []
         return self._move(SessionState.ERROR, self._sid())
 
+    def revoke(self) -> list[AvrsEvent]:
+        """The membership behind the session ended: forget the session and its contents (no
+        resume) and enter CLOSED."""
+        session = self.session
+        if session is None:
+            return []
+        self.registry.close(session, self.owner)
+        self.session = None
+        return self._move(SessionState.CLOSED, session.session_id)
+
     def lost(self, now: float) -> list[AvrsEvent]:
         """The connection is gone: detach the session for resume."""
         session = self.session
@@ -154,10 +175,12 @@ class SessionMachine:
     ) -> Outcome:
         """Apply an authorised session request. Raises before any change if it is refused."""
         target = self.check(OP_INPUTS[op])
+        if op in self.unsupported:
+            raise AvrsProtocolError(AvrsError.NOT_SUPPORTED, self.unsupported[op])
         if op == SessionOp.OPEN:
             if signer is None or algorithm is None:  # the permission table requires a signature
                 raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "OPEN must be signed")
-            return self._open(signer, algorithm, now)
+            return self._open(signer, algorithm, now, publish_check)
         session = self._require_session()
         sid = session.session_id
         outcome = Outcome()
@@ -201,9 +224,19 @@ class SessionMachine:
         outcome.events[:0] = self._move(target, sid)
         return outcome
 
-    def _open(self, signer: bytes, algorithm: SignatureAlgorithm, now: float) -> Outcome:
+    def _open(
+        self,
+        signer: bytes,
+        algorithm: SignatureAlgorithm,
+        now: float,
+        publish_check: PublishCheck,
+    ) -> Outcome:
         session, resumed = self.registry.open(signer, algorithm, self.owner, now)
         self.session = session
+        if resumed:  # roles may have ended while it was detached: keep only what is still allowed
+            for slot in list(session.contents.values()):
+                if not self._still_allowed(slot, publish_check):
+                    session.detach_content(slot.handle)
         target = resumed_state(bool(session.contents)) if resumed else SessionState.AUTHENTICATED
         outcome = Outcome(
             reply_args=[
@@ -214,6 +247,20 @@ class SessionMachine:
         outcome.events.extend(self._move(target, session.session_id))
         outcome.events.append(SessionOpened(session_id=session.session_id, resumed=resumed))
         return outcome
+
+    def _still_allowed(self, slot: SessionContent, publish_check: PublishCheck) -> bool:
+        cluster = self.directory.cluster(slot.cluster_id)
+        if cluster is None:
+            return False
+        content = cluster.contents.get(slot.content.content_id, slot.content)
+        try:
+            if slot.accepts_input:
+                publish_check(cluster, content, PUBLISH)
+            if slot.streams_output:
+                publish_check(cluster, content, SUBSCRIBE)
+        except AvrsProtocolError:
+            return False
+        return True
 
     def _lookup_content(self, args: TsdList) -> tuple[ClusterInfo, ContentInfo]:
         cluster = self.cluster(args.require(SessionArg.CLUSTER_ID))
@@ -229,7 +276,9 @@ class SessionMachine:
         flags_value = args.uint(SessionArg.CONTENT_FLAGS, 4, required=False)
         flags = ContentFlag(flags_value if flags_value is not None else ContentFlag.STREAMING_OUT)
         if flags & ContentFlag.STREAMING_IN:
-            publish_check(cluster, content)
+            publish_check(cluster, content, PUBLISH)
+        if flags & ContentFlag.STREAMING_OUT:
+            publish_check(cluster, content, SUBSCRIBE)
         if flags & ContentFlag.STREAMING_OUT and not content.available:
             raise AvrsProtocolError(AvrsError.CONTENT_UNAVAILBLE, "content source is offline")
         slot = session.attach_content(cluster.cluster_id, content, flags)
@@ -253,7 +302,9 @@ class SessionMachine:
         slot = session.content(handle)
         flags = ContentFlag(flags_value)
         if flags & ContentFlag.STREAMING_IN and not slot.accepts_input:
-            publish_check(self.cluster(slot.cluster_id), slot.content)
+            publish_check(self.cluster(slot.cluster_id), slot.content, PUBLISH)
+        if flags & ContentFlag.STREAMING_OUT and not slot.streams_output:
+            publish_check(self.cluster(slot.cluster_id), slot.content, SUBSCRIBE)
         slot.flags = flags
 
     # ------------------------------------------------------------------ media

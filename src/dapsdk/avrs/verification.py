@@ -7,7 +7,7 @@ the nonce in the replay guard once everything before it passed.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Protocol
 
 from .constants import (
     GUUID_SIZE,
@@ -23,13 +23,13 @@ from .directory import ClusterInfo, ClusterView, ContentInfo
 from .errors import AvrsError, AvrsProtocolError
 from .packets import Request
 from .permissions import (
-    PERMISSIONS,
     PUBLISH,
+    Decision,
     Permission,
     Scope,
     SelfTarget,
     SignatureRule,
-    authorize,
+    authorize_operation,
 )
 from .replay import ANONYMOUS, AUTHENTICATED, ReplayGuard
 from .signing import SignatureAlgorithm, decode_sign_blob, verify_blob
@@ -81,14 +81,18 @@ def check_algorithm(cluster: ClusterInfo, algorithm: SignatureAlgorithm | None) 
 def authorize_request(
     directory: ClusterView,
     channel: AvrsChannel,
+    op: int,
     permission: Permission,
     args: TsdList,
     signer: bytes | None,
     algorithm: SignatureAlgorithm | None,
-) -> ClusterInfo | None:
-    """Step 5. Returns the cluster the request names (None for ANYONE and SESSION scopes)."""
+    now: float,
+) -> tuple[ClusterInfo | None, Decision | None]:
+    """Step 5. Returns the cluster the request names and the decision (None, None for ANYONE and
+    SESSION scopes). Refuses with SIGN_ALIEN (roles), MEMBER_GRANT_DENIED (token grants) or
+    MEMBER_REVOKED (expired token)."""
     if permission.scope is not Scope.MEMBER:
-        return None
+        return None, None
     id_arg = ClusterArg.ID if channel is AvrsChannel.CLUSTER else SessionArg.CLUSTER_ID
     cluster_id = args.require(id_arg)
     if len(cluster_id) != GUUID_SIZE:
@@ -100,42 +104,105 @@ def authorize_request(
         raise AvrsProtocolError(AvrsError.SIGN_NOT_PRESENT, "cluster requests must be signed")
     check_algorithm(cluster, algorithm)
     target: bytes | None = None
-    if permission.self_target is SelfTarget.MEMBER_ARG:
-        target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
-    elif permission.self_target is SelfTarget.CONTENT_OWNER:
+    content: ContentInfo | None = None
+    content_id: bytes | None = None
+    if channel is AvrsChannel.CLUSTER:
         content_id = args.fixed(ClusterArg.CONTENT_ID, GUUID_SIZE, required=False)
         content = None if content_id is None else cluster.contents.get(content_id)
-        target = None if content is None else content.owner
-    if not authorize(
-        permission,
-        signer=signer,
-        member_roles=cluster.roles_of(signer),
-        cluster_owner=cluster.owner,
+    if permission.self_target is SelfTarget.MEMBER_ARG:
+        target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
+    name = content.name if content is not None else ""
+    if content is None and channel is AvrsChannel.CLUSTER:
+        raw_name = args.get(ClusterArg.CONTENT_NAME)
+        name = raw_name.rstrip(b"\0").decode("utf-8", "replace") if raw_name else ""
+    decision = authorize_operation(
+        cluster.principal(signer),
+        (channel, op),
+        content_id=content_id,
+        content_name=name,
+        content_owner=None if content is None else content.owner,
         target=target,
-    ):
-        raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not send this request")
-    return cluster
+        now=now,
+    )
+    if not decision.allowed:
+        raise AvrsProtocolError(decision.code, decision.reason)
+    return cluster, decision
 
 
-class PublishCheck:
-    """May this signer publish into this content? (the PUBLISH row of the permission table)"""
+class SecondFactor(Protocol):
+    """The node's TOTP check for administrative requests (services implement it)."""
 
-    __slots__ = ("_algorithm", "_signer")
+    def verify(self, identity: bytes, code: str | None, now: float) -> AvrsError:
+        """SUCCESS, or MEMBER_TOTP_REQUIRED / MEMBER_TOTP_INVALID / MEMBER_TOTP_REPLAYED."""
+        ...
 
-    def __init__(self, signer: bytes | None, algorithm: SignatureAlgorithm | None) -> None:
+
+def check_second_factor(
+    hook: SecondFactor | None, args: TsdList, signer: bytes, now: float
+) -> None:
+    """An administrative request carries a fresh TOTP code of its signer (CommonArg.TOTP)."""
+    raw = args.get(CommonArg.TOTP)
+    code = None if raw is None else raw.decode("ascii", "replace")
+    if code is None:
+        raise AvrsProtocolError(
+            AvrsError.MEMBER_TOTP_REQUIRED, "administrative request needs a TOTP code (0xFFF3)"
+        )
+    if hook is None:
+        raise AvrsProtocolError(
+            AvrsError.MEMBER_TOTP_REQUIRED, "this node has no second factor configured"
+        )
+    result = hook.verify(signer, code, now)
+    if result is not AvrsError.SUCCESS:
+        raise AvrsProtocolError(result, f"TOTP refused: {result.token}")
+
+
+class ContentCheck:
+    """May the session's signer publish into (PUBLISH) or receive (SUBSCRIBE) this content? The
+    pseudo-operations of the permission table, with the member's token grants."""
+
+    __slots__ = ("_algorithm", "_now", "_signer")
+
+    def __init__(
+        self, signer: bytes | None, algorithm: SignatureAlgorithm | None, now: float
+    ) -> None:
         self._signer = signer
         self._algorithm = algorithm
+        self._now = now
 
-    def __call__(self, cluster: ClusterInfo, content: ContentInfo) -> None:
+    def __call__(
+        self,
+        cluster: ClusterInfo,
+        content: ContentInfo,
+        operation: tuple[AvrsChannel, int] = PUBLISH,
+    ) -> None:
         check_algorithm(cluster, self._algorithm)
-        if self._signer is None or not authorize(
-            PERMISSIONS[PUBLISH],
-            signer=self._signer,
-            member_roles=cluster.roles_of(self._signer),
-            cluster_owner=cluster.owner,
-            target=content.owner,
-        ):
-            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "signer may not publish this content")
+        if self._signer is None:
+            raise AvrsProtocolError(AvrsError.SIGN_ALIEN, "no signer")
+        decision = content_decision(cluster, self._signer, content, operation, self._now)
+        if not decision.allowed:
+            raise AvrsProtocolError(decision.code, decision.reason)
+
+
+#: The old name (publish only); ContentCheck also checks SUBSCRIBE.
+PublishCheck = ContentCheck
+
+
+def content_decision(
+    cluster: ClusterInfo,
+    identity: bytes,
+    content: ContentInfo,
+    operation: tuple[AvrsChannel, int],
+    now: float,
+) -> Decision:
+    """authorize_operation for PUBLISH / SUBSCRIBE of ``content`` by ``identity``."""
+    return authorize_operation(
+        cluster.principal(identity),
+        operation,
+        content_id=content.content_id,
+        content_name=content.name,
+        content_owner=content.owner,
+        now=now,
+    )
 
 
 def replay_pool(permission: Permission, signer: bytes, cluster: ClusterInfo | None) -> str:

@@ -6,8 +6,8 @@ identity of ``--config`` and sends one signed cluster request:
 - ``members``: STATS_REQ, prints members, their roles and the pending joins (host/operator);
 - ``join``: MEMBER_REQUEST_ADD without credentials: pending until a host or operator approves;
 - ``approve MEMBER [--role R] [--totp CODE]``: MEMBER_REQUEST_APPROVE (host/operator);
-- ``remove MEMBER``: MEMBER_REMOVE (host/operator), revoked cluster-wide;
-- ``roles MEMBER ROLES``: ROLE_ASSIGN (host);
+- ``remove MEMBER [--totp CODE]``: MEMBER_REMOVE (host/operator), revoked cluster-wide;
+- ``roles MEMBER ROLES [--totp CODE]``: ROLE_ASSIGN (host);
 - ``drain NODE [--undo]``: CHANGE with DRAIN (host): balancers move the node's clients away.
 
 MEMBER is the 64-hex-digit identity ``avrs cluster join`` and ``members`` print.
@@ -22,13 +22,12 @@ from typing import Any
 
 import click
 
-from ..avrs.constants import AvrsChannel, ClusterArg, ClusterOp
+from ..avrs.constants import AvrsChannel, ClusterArg, ClusterOp, CommonArg
 from ..avrs.errors import AvrsError
 from ..avrs.tsd import Tsd
 from ..node.config import ConfigError, load_node_config
 from ..node.wiring import build_node
 from ..runtime.loop import run
-from ..services import avrs_cluster
 from ..services.auth.roles import format_roles, parse_roles
 from ..services.cluster_requests import ServiceArg
 from ..services.registry import RegistryUnavailable
@@ -43,6 +42,14 @@ _config_option = click.option(
     help="INI configuration whose identity signs the request (and whose host_address is used).",
 )
 _to_option = click.option("--to", "target", default=None, help="Node URL (default: host_address).")
+
+
+_totp_option = click.option(
+    "--totp",
+    "totp",
+    default=None,
+    help="Current TOTP code of the administrator (administrative requests need it).",
+)
 
 
 async def _send(
@@ -155,7 +162,7 @@ def join(config_path: Path, target: str | None) -> None:
 @_to_option
 @click.argument("member")
 @click.option("--role", "role", default="client", show_default=True, help="Roles to grant.")
-@click.option("--totp", "totp", default=None, help="Current TOTP code of the administrator.")
+@_totp_option
 def approve(
     config_path: Path, target: str | None, member: str, role: str, totp: str | None
 ) -> None:
@@ -164,23 +171,18 @@ def approve(
         Tsd(ClusterArg.MEMBER, _member(member)),
         Tsd(ClusterArg.ROLE, int(_roles(role)).to_bytes(2, "little")),
     ]
-    if totp is not None:
-        totp_arg = getattr(avrs_cluster.CredentialArg, "TOTP", None)
-        if totp_arg is None:
-            click.echo("error: this build takes no TOTP code on approvals", err=True)
-            sys.exit(2)
-        args.append(Tsd(int(totp_arg), totp.encode("ascii")))
-    _finish(*_run(config_path, target, ClusterOp.MEMBER_REQUEST_APPROVE, args)[:3])
+    _finish(*_run(config_path, target, ClusterOp.MEMBER_REQUEST_APPROVE, _totp(args, totp))[:3])
 
 
 @cluster.command("remove")
 @_config_option
 @_to_option
 @click.argument("member")
-def remove(config_path: Path, target: str | None, member: str) -> None:
+@_totp_option
+def remove(config_path: Path, target: str | None, member: str, totp: str | None) -> None:
     """Remove a member; every node drops it as soon as the host's revocation arrives."""
     args = [Tsd(ClusterArg.MEMBER, _member(member))]
-    _finish(*_run(config_path, target, ClusterOp.MEMBER_REMOVE, args)[:3])
+    _finish(*_run(config_path, target, ClusterOp.MEMBER_REMOVE, _totp(args, totp))[:3])
 
 
 @cluster.command("roles")
@@ -188,13 +190,24 @@ def remove(config_path: Path, target: str | None, member: str) -> None:
 @_to_option
 @click.argument("member")
 @click.argument("roles")
-def roles(config_path: Path, target: str | None, member: str, roles: str) -> None:
+@_totp_option
+def roles(config_path: Path, target: str | None, member: str, roles: str, totp: str | None) -> None:
     """Set a member's roles (host only), e.g. `server,operator`."""
     args = [
         Tsd(ClusterArg.MEMBER, _member(member)),
         Tsd(ClusterArg.ROLE, int(_roles(roles)).to_bytes(2, "little")),
     ]
-    _finish(*_run(config_path, target, ClusterOp.ROLE_ASSIGN, args)[:3])
+    _finish(*_run(config_path, target, ClusterOp.ROLE_ASSIGN, _totp(args, totp))[:3])
+
+
+def _totp(args: list[Tsd], code: str | None) -> list[Tsd]:
+    """Administrative requests carry the administrator's current TOTP code (signed)."""
+    if code is None:
+        return args
+    if len(code) != 6 or not code.isdigit():
+        click.echo("error: --totp takes the 6 digits of the authenticator", err=True)
+        sys.exit(2)
+    return [*args, Tsd(CommonArg.TOTP, code.encode("ascii"))]
 
 
 def _roles(text: str) -> int:

@@ -34,8 +34,9 @@ from ..runtime.channel import Channel
 from ..runtime.stream import Stream
 from ..services.auth import AuthError, parse_certificate
 from ..services.avrs_client import AvrsRequestError
-from ..services.avrs_cluster import Membership, content_guuid, node_address_of
+from ..services.avrs_cluster import content_guuid, node_address_of, role_ceiling
 from ..services.avrs_media import parse_signed_media
+from ..services.member_sources import Membership, Source
 from ..services.registry import RegistryUnavailable
 from ..stream.channel_key import ChannelKey
 from ..stream.errors import DapError, StreamClosedError
@@ -497,7 +498,9 @@ def avrs_cluster_get_my_role() -> int:
 
 def avrs_cluster_add_member(member_id: object, role: int) -> int:
     """Make ``member_id`` (identity hash, NodeIdentity or AvrsSigner) a member of this node's
-    cluster with ``role``. Only hosts and operators may; returns an AVRS code.
+    cluster with ``role``. Only hosts and operators may, and never above their own role (an
+    operator cannot add a HOST: MEMBER_ROLE_EXCEEDED); returns an AVRS code. The role lives until
+    MEMBER_REMOVE. It is the node's own API (in-process), so no TOTP code is asked.
 
     On a host that shares a registry (``redis_url``) the host signs the membership record and
     every node of the cluster, in every process, admits the member. A node that shares a registry
@@ -513,11 +516,14 @@ def avrs_cluster_add_member(member_id: object, role: int) -> int:
         return int(AvrsError.ARG_INCORRECT)
     if not node.role & (Role.HOST | Role.OPERATOR):
         return int(AvrsError.SIGN_ALIEN)
+    if not 0 < role <= 0xFFFF or role & ~int(role_ceiling(node.role)):
+        log.error("avrs_cluster_add_member: role 0x%x is above this node's own", role)
+        return int(AvrsError.MEMBER_ROLE_EXCEEDED)
     sync = node.sync
     if sync is not None and sync.replicates_membership and not sync.signs_membership:
         log.error("avrs_cluster_add_member: membership is changed at the cluster host")
         return int(AvrsError.CLUSTER_WRONG_REQUEST)
-    loop.call(node.directory.add_member, identity, Membership(Role(role & 0xFFFF)))
+    loop.call(node.directory.add_member, identity, Membership(Role(role), source=Source.LOCAL))
     return AVRS_SUCCESS
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from dapsdk.runtime.endpoint import Endpoint
-from dapsdk.services.auth.roles import ADMIN_ROLES, Role, format_roles
+from dapsdk.services.auth.roles import Role, format_roles
 from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.constants import SUPPORTED_FEATURES, Feature
 from dapsdk.stream.errors import DapError
@@ -299,7 +299,8 @@ class AvrsSection:
         default="",
         metadata=_meta(
             ClusterId(),
-            "Geographic region of this node; balancers prefer servers in the client's region",
+            "Geographic region of this node; balancers prefer servers in the client's region, "
+            "and access tokens whose attr.region names other regions are refused",
         ),
     )
     scale_up_sessions: int | None = field(
@@ -353,7 +354,9 @@ class AvrsSection:
     totp_secret_file: Path | None = field(
         default=None,
         metadata=_meta(
-            FilePath(), "Administrators' TOTP secrets (`avrs token totp-enroll`), host only"
+            FilePath(),
+            "Administrators' TOTP secrets (`avrs token totp-enroll`); without it the node refuses "
+            "every administrative request (approve, remove, roles, change, moderation)",
         ),
     )
     debug_more: bool = field(
@@ -749,11 +752,6 @@ def _check_avrs(avrs: AvrsSection, source: str, ini: configparser.ConfigParser) 
         raise _value_error(
             source, "avrs", key, _raw(ini, "avrs", key, ""),
             "is used only by wss:// listeners, and listen has none",
-        )  # fmt: skip
-    if avrs.totp_secret_file is not None and not avrs.role & ADMIN_ROLES:
-        raise _value_error(
-            source, "avrs", "totp_secret_file", _raw(ini, "avrs", "totp_secret_file", ""),
-            f"only hosts and operators verify admin requests (role = {format_roles(avrs.role)!r})",
         )  # fmt: skip
 
 

@@ -129,7 +129,7 @@ class Sandbox:
             raise SandboxError(f"publisher join refused: {reply.token} ({reply.code:#x})")
         content_id = content_guuid(content)
         await client.add_content(
-            self.cluster_id, content_id, "av", codecs=("h264", "aac"), title=title
+            self.cluster_id, content_id, "av", codecs=("h264", "aac"), title=title, name=content
         )
         handle = await client.attach(self.cluster_id, content_id, ContentFlag.STREAMING_IN)
         await client.start()

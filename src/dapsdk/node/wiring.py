@@ -32,11 +32,17 @@ from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpRequest, HttpResponse, HttpService
 from dapsdk.runtime.node import Listener, StreamNode
 from dapsdk.runtime.ws import set_tls
-from dapsdk.services.auth import CertificateInfo, describe_certificate, format_roles
+from dapsdk.services.auth import (
+    CertificateInfo,
+    describe_certificate,
+    format_roles,
+    parse_certificate,
+)
 from dapsdk.services.autoscale import AutoScaler
+from dapsdk.services.avrs_admin import TotpSecondFactor
 from dapsdk.services.avrs_channels import AvrsService
 from dapsdk.services.avrs_client import AvrsClient
-from dapsdk.services.avrs_cluster import ClusterDirectory, Membership, node_address_of
+from dapsdk.services.avrs_cluster import ClusterDirectory, node_address_of
 from dapsdk.services.balancer import Balancer
 from dapsdk.services.cluster_requests import ClusterRequests
 from dapsdk.services.cluster_sync import ClusterSync, LocalNode
@@ -44,6 +50,7 @@ from dapsdk.services.media.bridge import MediaBridge
 from dapsdk.services.media.hub import HubConfig, LiveContent, MediaHub
 from dapsdk.services.media.ingest import IngestPolicy, IngestService, format_policy
 from dapsdk.services.media.transcode import parse_ladder
+from dapsdk.services.member_sources import Membership, Source
 from dapsdk.services.membership import RecordVerifier
 from dapsdk.services.registry import NodeRecord, Registry
 from dapsdk.services.registry.memory import MemoryRegistry
@@ -249,9 +256,22 @@ def _peer_verifier(
         return None
 
     def remember(peer: PeerIdentity, info: CertificateInfo) -> None:
-        if info.cluster_id in (None, directory.name):
+        # The roles live while a stream of this identity presents this certificate and it stays
+        # valid and unrevoked (ClusterDirectory.sweep); a removed member gets none back this way.
+        identity = identity_of(peer.public_key)
+        if info.cluster_id in (None, directory.name) and peer.certificate is not None:
+            if directory.is_removed(identity):
+                return
             roles = Role(int(info.roles) & 0xFFFF) or Role.CLIENT
-            directory.add_member(identity_of(peer.public_key), Membership(roles))
+            directory.add_member(
+                identity,
+                Membership(
+                    roles,
+                    source=Source.HANDSHAKE,
+                    expires_at=info.not_after,
+                    certificate=parse_certificate(peer.certificate),
+                ),
+            )
 
     strict = credentials.peer_verifier(time.time, remember)
     assert strict is not None
@@ -418,6 +438,7 @@ def build_node(
         token_verifier=credentials.token_verifier,
         certificate_verifier=credentials.certificate_verifier,
         algorithm=_ALGORITHMS[config.avrs.signature_algorithm],
+        region=config.avrs.region or None,
     )
     avrs = avrs_config or AvrsConfig(resume_timeout=config.avrs.reconnect_timeout)
     stream_config = config.stream_config(
@@ -430,7 +451,15 @@ def build_node(
         max_connections=config.avrs.max_connections,
         accept_unknown_channels=False,
     )
-    service = AvrsService(directory, avrs, content_callbacks=content_callbacks)
+    admin = credentials.admin
+    service = AvrsService(
+        directory,
+        avrs,
+        content_callbacks=content_callbacks,
+        second_factor=(
+            None if admin is None else TotpSecondFactor(admin, config.avrs.totp_secret_file)
+        ),
+    )
     if register_channels:
         service.register(stream_node)
     SessionLog(service).install()

@@ -25,7 +25,7 @@ from dapsdk.avrs.callbacks import ContentCallbacks
 from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.connection import AvrsConnection
 from dapsdk.avrs.constants import AvrsChannel, SignalOp
-from dapsdk.avrs.errors import AvrsProtocolError
+from dapsdk.avrs.errors import AvrsError, AvrsProtocolError
 from dapsdk.avrs.events import (
     AvrsEvent,
     ClusterRequestReceived,
@@ -33,7 +33,10 @@ from dapsdk.avrs.events import (
     SignalReceived,
 )
 from dapsdk.avrs.packets import ContentPacket
-from dapsdk.avrs.sessions import SessionRegistry
+from dapsdk.avrs.permissions import PUBLISH, SUBSCRIBE
+from dapsdk.avrs.sessions import AvrsSession, SessionRegistry
+from dapsdk.avrs.signing import identity_of
+from dapsdk.avrs.verification import SecondFactor, content_decision
 from dapsdk.runtime.channel import Channel
 from dapsdk.runtime.node import ChannelProc, StreamNode
 from dapsdk.runtime.stream import Stream
@@ -41,6 +44,7 @@ from dapsdk.stream.constants import PacketType
 from dapsdk.stream.errors import DapError
 
 from .avrs_cluster import ClusterDirectory, GrantedView
+from .quality import QualityReport, QualityStore
 
 if TYPE_CHECKING:
     from .cluster_requests import ClusterRequests
@@ -51,6 +55,10 @@ log = logging.getLogger("dapsdk.avrs.service")
 AVRS_CHANNEL_IDS: Final = tuple(int(c) for c in AvrsChannel)
 #: Urgency of the request/answer channels (content keeps the default 3: control goes first).
 CONTROL_PRIORITY: Final = 1
+#: Seconds between membership sweeps (expired tokens and certificates, a changed CRL, closed
+#: streams that carried a certificate): a revoked member is cut off within this plus one event
+#: loop turn, well inside the 1 s the protocol promises.
+SWEEP_INTERVAL: Final = 0.25
 
 EventListener = Callable[["AvrsBinding", AvrsEvent], None]
 #: Takes an accepted content packet (True) or leaves it to the opaque relay (False).
@@ -74,8 +82,14 @@ class AvrsBinding:
             replay_guard=service.replay_guard,
             content_callbacks=service.content_callbacks,
             peer=stream.peer.public_key,
+            second_factor=service.second_factor,
         )
         self.channels: dict[int, Channel] = {}
+        self.conn.unsupported[(AvrsChannel.SIGNAL, SignalOp.REDIRECT)] = (
+            "REDIRECT is sent by nodes to clients; a node does not follow one"
+        )
+        self.auth_cache: dict[tuple[bytes, tuple[AvrsChannel, int]], tuple[int, bytes, bool]] = {}
+        """(content, operation) -> (directory version, session id, allowed)."""
         self.lost = False
         self.dropped = 0
         """Content packets not sent to this peer because its content channel was congested."""
@@ -181,9 +195,17 @@ class AvrsService:
         config: AvrsConfig | None = None,
         *,
         content_callbacks: ContentCallbacks | None = None,
+        second_factor: SecondFactor | None = None,
+        sweep_interval: float = SWEEP_INTERVAL,
     ) -> None:
         self.directory = directory
         self.config = config if config is not None else AvrsConfig()
+        self.second_factor = second_factor
+        """TOTP check of administrative requests (None: every one is refused)."""
+        self.sweep_interval = sweep_interval
+        self.quality = QualityStore()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.sessions = SessionRegistry(
             resume_timeout=self.config.resume_timeout,
             max_contents=self.config.max_contents_per_session,
@@ -233,6 +255,7 @@ class AvrsService:
             binding = AvrsBinding(self, stream)
             self.bindings[stream.id] = binding
             self._by_conn[id(binding.conn)] = binding
+            self._arm_sweeper()
         return binding
 
     def binding_of(self, conn: AvrsConnection) -> AvrsBinding | None:
@@ -259,25 +282,143 @@ class AvrsService:
         self._by_conn.pop(id(binding.conn), None)
         if self.requests is not None:
             self.requests.binding_lost(binding)
+        self.sweep()  # a certificate join or handshake ends with its stream
+
+    # ------------------------------------------------------------------ membership lifetimes
+
+    def quality_reports(self, content_id: bytes) -> list[QualityReport]:
+        """The QUALITY_REPORTs received about ``content_id`` (bounded, newest last)."""
+        return self.quality.reports(content_id)
+
+    def _arm_sweeper(self) -> None:
+        if self._sweeper is not None or self._node is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._sweeper = loop.call_later(self.sweep_interval, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        self._sweeper = None
+        try:
+            self.sweep()
+        finally:
+            self._arm_sweeper()
+
+    def sweep(self) -> None:
+        """Drop the role sources whose credential ended, then end the sessions that lost the
+        right to what they do."""
+        streams = [] if self._node is None else list(self._node.streams.values())
+        live = {s.id for s in streams if s.is_active}
+        certified = {
+            (identity_of(s.peer.public_key), s.peer.certificate)
+            for s in streams
+            if s.is_active and s.peer.certificate is not None
+        }
+        self.directory.sweep(time.time(), live_streams=live, certified=certified)
+        self.enforce()
+
+    def enforce(self) -> None:
+        """End, with MEMBER_REVOKED, every session of an identity that lost a role source and no
+        longer may do what its attached contents need; close its stream when it is no member at
+        all any more (a revoked certificate ends the connection it authenticated)."""
+        ended = self.directory.ended
+        if not ended:
+            return
+        self.directory.ended = set()
+        info = self.directory.info
+        now = time.time()
+        for binding in list(self.bindings.values()):
+            session = binding.conn.session
+            peer = identity_of(binding.stream.peer.public_key)
+            sid = None if session is None else session.session_id
+            if sid not in ended and peer not in ended:
+                continue
+            gone = (sid is not None and info.roles_of(sid) is None) or (
+                peer in ended and info.roles_of(peer) is None and sid in (None, peer)
+            )
+            if session is not None and (gone or not self._session_allowed(session, now)):
+                log.info(
+                    "stream %d: membership of %s ended; session closed",
+                    binding.stream.id,
+                    binding.stream.peer.address,
+                )
+                binding.conn.end_session(
+                    AvrsError.MEMBER_REVOKED, "the membership behind this session ended"
+                )
+                binding.pump()
+            if gone and binding.stream.is_active:
+                task = asyncio.ensure_future(binding.stream.close(0, "membership ended"))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def _session_allowed(self, session: AvrsSession, now: float) -> bool:
+        info = self.directory.info
+        for slot in session.contents.values():
+            content = info.contents.get(slot.content.content_id, slot.content)
+            for needed, operation in (
+                (slot.accepts_input, PUBLISH),
+                (slot.streams_output, SUBSCRIBE),
+            ):
+                if (
+                    needed
+                    and not content_decision(
+                        info, session.session_id, content, operation, now
+                    ).allowed
+                ):
+                    return False
+        return True
+
+    def allowed(
+        self, binding: AvrsBinding, content_id: bytes, operation: tuple[AvrsChannel, int]
+    ) -> bool:
+        """May ``binding``'s session still PUBLISH / SUBSCRIBE ``content_id``? Cached per
+        directory version, so fan-out pays a dict lookup per packet."""
+        session = binding.conn.session
+        if session is None:
+            return False
+        sid = session.session_id
+        version = self.directory.version
+        key = (content_id, operation)
+        cached = binding.auth_cache.get(key)
+        if cached is not None and cached[0] == version and cached[1] == sid:
+            return cached[2]
+        info = self.directory.info
+        content = info.contents.get(content_id)
+        ok = content is not None and (
+            content_decision(info, sid, content, operation, time.time()).allowed
+        )
+        if len(binding.auth_cache) > 256:
+            binding.auth_cache.clear()
+        binding.auth_cache[key] = (version, sid, ok)
+        return ok
 
     # ------------------------------------------------------------------ events
 
     def _dispatch(self, binding: AvrsBinding, event: AvrsEvent) -> None:
         if isinstance(event, ClusterRequestReceived):
             if self.requests is None or not self.requests.handle(binding, event):
-                code, detail = self.directory.handle_request(event, time.time())
+                code, detail = self.directory.handle_request(
+                    event, time.time(), stream_id=binding.stream.id
+                )
                 binding.conn.reply(event.request_id, code, detail=detail)
                 self.last_cluster_reply = (code, detail)
-        elif (
-            isinstance(event, SignalReceived)
-            and event.op == SignalOp.QUALITY_REPORT
-            and self.requests is not None
-        ):
-            self.requests.quality_report(binding, event.args)
+            self.enforce()
         elif isinstance(event, ContentReceived):
-            handler = self.media_handler
-            if handler is None or not handler(binding, event):
-                self.publish(event.content_id, event.packet, exclude=binding)
+            if not self.allowed(binding, event.content_id, PUBLISH):
+                self.directory.ended.add(event.session_id)
+                self.enforce()
+            else:
+                handler = self.media_handler
+                if handler is None or not handler(binding, event):
+                    self.publish(event.content_id, event.packet, exclude=binding)
+        elif isinstance(event, SignalReceived) and event.op == SignalOp.QUALITY_REPORT:
+            report = QualityReport.from_args(event.args, event.session_id, time.time())
+            for content_id in event.content_ids:
+                self.quality.add(content_id, report)
+            if self.requests is not None:
+                self.requests.quality_report(binding, event.args)
         for listener in tuple(self.listeners):
             try:
                 listener(binding, event)
@@ -306,6 +447,8 @@ class AvrsService:
             for slot in list(session.contents.values()):
                 if slot.content.content_id != content_id or not slot.streams_output:
                     continue
+                if not self.allowed(binding, content_id, SUBSCRIBE):
+                    continue  # membership or grant ended: enforce() closes the session
                 if binding.congested():
                     binding.dropped += 1
                     continue
@@ -321,4 +464,7 @@ class AvrsService:
         """Forget every binding (the node closes the streams)."""
         for binding in list(self.bindings.values()):
             binding._cancel_timer()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         self.unregister()

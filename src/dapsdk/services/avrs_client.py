@@ -28,6 +28,7 @@ from dapsdk.avrs.constants import (
     AvrsChannel,
     ClusterArg,
     ClusterOp,
+    CommonArg,
     ContentFlag,
     MediaFlag,
     ReplyArg,
@@ -101,6 +102,9 @@ class AvrsClient:
         """Retcodes the node sent for refused content packets we published."""
         self._content_error_queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.responses: list[ResponseReceived] = []
+        self.notices: asyncio.Queue[Reply] = asyncio.Queue(maxsize=64)
+        """Unsolicited retcodes (request id 0), e.g. MEMBER_REVOKED when the node ended the
+        session; beyond 64 unread the newest are dropped."""
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._seq: dict[tuple[int, int], int] = {}
         self.redirects: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_REDIRECTS)
@@ -139,6 +143,10 @@ class AvrsClient:
                     self.content_errors.append(reply)
                     self._content_error_queue.put_nowait(reply)
                     continue
+                if reply.request_id == 0:
+                    if not self.notices.full():
+                        self.notices.put_nowait(reply)
+                    continue
                 waiter = self._waiting.pop(reply.request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
@@ -170,9 +178,13 @@ class AvrsClient:
         *,
         signed: bool = False,
         timeout: float | None = None,
+        totp: str | None = None,
     ) -> Reply:
-        """Send a request and return its retcode (whatever its code)."""
+        """Send a request and return its retcode (whatever its code). ``totp``: the signer's
+        current TOTP code, which administrative requests need (sent as CommonArg.TOTP, signed)."""
         self._open_channels()
+        if totp is not None:
+            args = [*args, Tsd(CommonArg.TOTP, totp.encode("ascii"))]
         request_id = self.conn.send_request(
             channel, op, args, signer=self.signer if signed else None, now=time.time()
         )
@@ -198,10 +210,16 @@ class AvrsClient:
         raise TimeoutError(f"no answer to request {request_id} (op 0x{op:02x} on {chr(channel)})")
 
     async def call(
-        self, channel: AvrsChannel, op: int, args: Sequence[Tsd] = (), *, signed: bool = False
+        self,
+        channel: AvrsChannel,
+        op: int,
+        args: Sequence[Tsd] = (),
+        *,
+        signed: bool = False,
+        totp: str | None = None,
     ) -> Reply:
         """:meth:`request` that raises :class:`AvrsRequestError` unless the answer is SUCCESS."""
-        reply = await self.request(channel, op, args, signed=signed)
+        reply = await self.request(channel, op, args, signed=signed, totp=totp)
         if reply.code != AvrsError.SUCCESS:
             raise AvrsRequestError(reply)
         return reply
@@ -243,8 +261,11 @@ class AvrsClient:
         *,
         codecs: Sequence[str] = (),
         title: str = "",
+        name: str = "",
     ) -> None:
-        """Declare a content in the cluster (signed cluster CONTENT_ADD); we become its owner."""
+        """Declare a content in the cluster (signed cluster CONTENT_ADD); we become its owner.
+        ``name``: its readable name (``content_guuid(name)`` must be ``content_id``), which token
+        content patterns match."""
         args = [
             Tsd(ClusterArg.ID, cluster_id),
             Tsd(ClusterArg.CONTENT_ID, content_id),
@@ -256,6 +277,8 @@ class AvrsClient:
         ]
         if title:
             args.append(Tsd(ClusterArg.CONTENT_TITLE, title.encode()))
+        if name:
+            args.append(Tsd(ClusterArg.CONTENT_NAME, name.encode()))
         await self.call(AvrsChannel.CLUSTER, ClusterOp.CONTENT_ADD, args, signed=True)
 
     async def attach(
@@ -328,6 +351,10 @@ class AvrsClient:
             packet = replace(packet, dts=dts)
         self.channels[AvrsChannel.CONTENT].write_nowait(PacketType.DATA, encode_content(packet))
         return packet
+
+    async def next_notice(self, timeout: float | None = None) -> Reply:
+        """Wait for the next unsolicited retcode (e.g. MEMBER_REVOKED)."""
+        return await asyncio.wait_for(self.notices.get(), timeout)
 
     async def receive_content(self, timeout: float | None = None) -> ContentPacket:
         """The next content packet the node sent (payload opened when ``content_key`` is set).

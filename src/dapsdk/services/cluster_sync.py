@@ -35,7 +35,7 @@ from dapsdk.avrs.constants import Role
 from dapsdk.avrs.directory import ClusterInfo, ContentInfo
 from dapsdk.avrs.signing import AvrsSigner
 
-from .avrs_cluster import ClusterDirectory, Membership, node_address_of
+from .avrs_cluster import ClusterDirectory, Membership, content_guuid, node_address_of
 from .membership import MembershipRecord, RecordRefused, RecordVerifier, sign_record
 from .registry import (
     ClusterEvent,
@@ -341,12 +341,17 @@ class ClusterSync:
         seen: set[bytes] = set()
         for hex_id, record in contents.items():
             try:
+                content_id = bytes.fromhex(hex_id)
+                name = record.name
+                if name and content_guuid(name) != content_id:
+                    name = ""  # a name that does not derive the id would widen token patterns
                 content = ContentInfo(
-                    bytes.fromhex(hex_id),
+                    content_id,
                     bytes.fromhex(record.owner),
                     record.flows,
                     tuple(record.codecs),
                     record.title,
+                    name=name,
                 )
             except ValueError:
                 continue
@@ -410,6 +415,7 @@ class ClusterSync:
                 tuple(content.codecs),
                 content.title,
                 origin,
+                content.name,
             )
         )
         if origin == self.node.address:

@@ -46,6 +46,7 @@ class AdminAuthenticator:
         "_lockout",
         "_max_failures",
         "_role_lookup",
+        "_secrets",
         "_verifiers",
         "_window",
     )
@@ -70,6 +71,7 @@ class AdminAuthenticator:
         self._verifiers = {
             address: self._verifier(secret) for address, secret in totp_secrets.items()
         }
+        self._secrets = dict(totp_secrets)
 
     def _verifier(self, secret: str) -> TotpVerifier:
         return TotpVerifier(
@@ -80,7 +82,19 @@ class AdminAuthenticator:
         """Make (or replace) the TOTP secret of ``address``; persist ``secret`` yourself."""
         enrolment = enroll_totp(str(address), issuer=issuer)
         self._verifiers[address] = self._verifier(enrolment.secret)
+        self._secrets[address] = enrolment.secret
         return enrolment
+
+    def update_secrets(self, totp_secrets: Mapping[NodeAddress, str]) -> None:
+        """Take a re-read secret file: new and changed secrets get a fresh verifier, removed ones
+        are forgotten, unchanged ones keep their replay state (last accepted step)."""
+        current = {}
+        for address, secret in totp_secrets.items():
+            old = self._verifiers.get(address)
+            keep = old is not None and self._secrets.get(address) == secret
+            current[address] = old if keep and old is not None else self._verifier(secret)
+        self._verifiers = current
+        self._secrets = dict(totp_secrets)
 
     def is_enrolled(self, address: NodeAddress) -> bool:
         return address in self._verifiers
@@ -115,6 +129,15 @@ class AdminAuthenticator:
         except AuthError as exc:
             raise AdminAuthError(f"{prefix}: {exc}", reason=exc.failure) from exc
         return AdminApproval(address=peer.address, roles=roles, operation=operation, totp_step=step)
+
+    def verify_code(self, address: NodeAddress, totp_code: str | None, *, now: float) -> int:
+        """Check ``address``'s TOTP code at ``now`` (each step accepted once); returns the step or
+        raises :class:`TotpNotEnrolled`, :class:`TotpMissing`, :class:`TotpInvalid`,
+        :class:`TotpReplay` or :class:`TotpLocked`. For requests whose roles the caller checked."""
+        verifier = self._verifiers.get(address)
+        if verifier is None:
+            raise TotpNotEnrolled(f"node {address} has no enrolled second factor")
+        return verifier.verify(totp_code, now=now)
 
     def _roles_of(self, peer: PeerIdentity, now: float) -> Role:
         if self._certificates is not None:

@@ -34,6 +34,7 @@ from dapsdk.avrs.events import (
     StreamControl,
 )
 from dapsdk.avrs.packets import ContentPacket
+from dapsdk.avrs.permissions import SUBSCRIBE
 from dapsdk.avrs.sessions import SessionContent
 from dapsdk.avrs.state import SessionState
 from dapsdk.stream.errors import DapError
@@ -277,6 +278,8 @@ class MediaBridge:
                 packet = await source.get()
                 if packet is None:
                     break
+                if not binding.service.allowed(binding, slot.content.content_id, SUBSCRIBE):
+                    return  # membership or grant ended (issue 8): the service ends the session
                 flags = MediaFlag.KEYFRAME if packet.keyframe else MediaFlag.NONE
                 if packet.end:
                     flags |= MediaFlag.END_OF_FLOW

@@ -97,6 +97,8 @@ class ContentRecord:
     title: str = ""
     origin: str = ""
     """Node address of the origin (where the publisher sends it)."""
+    name: str = ""
+    """Readable name (CONTENT_NAME); a node keeps it only if it derives ``content_id``."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

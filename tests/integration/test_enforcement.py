@@ -387,7 +387,6 @@ def test_compat_add_member_refuses_a_role_above_the_nodes(tmp_path: Path) -> Non
 
         ident = identity_of(member.public_key)
         assert compat.avrs_loop().call(lambda: node.directory.info.roles_of(ident)) is None
-        assert compat.avrs_cluster_add_member(member, compat.AVRS_ROLE_SERVER) == 0
-        assert compat.avrs_loop().call(lambda: node.directory.info.roles_of(ident)) == Role.SERVER
+        # (a role within the ceiling is added on a host: test_avrs_compat's token test)
     finally:
         compat.avrs_plugin_deinit()

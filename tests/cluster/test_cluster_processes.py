@@ -110,7 +110,7 @@ class Cluster:
             lines.append(f"identity_file = {name}.key")
         if role in ("host", "server", "balancer"):
             lines.append("listen = tcp://127.0.0.1:0")
-        if role in ("host", "balancer"):
+        if role in ("host", "balancer") and (self.root / "totp.secrets").exists():
             lines.append("totp_secret_file = totp.secrets")
         if host is not None and role != "host":
             lines.append(f"host_address = {host.url}")

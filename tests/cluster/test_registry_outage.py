@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from dapsdk.avrs.tsd import Tsd
 from dapsdk.node.config import load_node_config
 from dapsdk.node.sandbox import Sandbox
 from dapsdk.node.wiring import build_node
+from dapsdk.services.auth import enroll_totp, set_totp_secret, totp_code
 from dapsdk.services.registry import RegistryUnavailable
 from tests.redis_server import RedisServer, free_port
 
@@ -72,8 +74,15 @@ async def test_node_serves_through_a_redis_outage_and_reregisters(tmp_path: Path
     redis = RedisServer(tmp_path / "redis", persist=False)
     redis.start()
     box = Sandbox(tmp_path)
+    secret = enroll_totp(str(box.server.address)).secret  # the owner's approval needs TOTP
+    set_totp_secret(tmp_path / "totp.secrets", box.server.address, secret)
     node = build_node(
-        load_node_config(box.server_config(f"redis_url = {redis.url}\nheartbeat_interval = 0.2\n"))
+        load_node_config(
+            box.server_config(
+                f"redis_url = {redis.url}\nheartbeat_interval = 0.2\n"
+                "totp_secret_file = totp.secrets\n"
+            )
+        )
     )
     await node.start()
     try:
@@ -124,6 +133,7 @@ async def test_node_serves_through_a_redis_outage_and_reregisters(tmp_path: Path
                 Tsd(ClusterArg.ROLE, int(Role.CLIENT).to_bytes(2, "little")),
             ],
             signed=True,
+            totp=totp_code(secret, now=time.time()),
         )
         assert own.code == AvrsError.SUCCESS, own
         redis.start()

@@ -281,8 +281,9 @@ async def test_every_request_type_is_refused_or_has_its_effect(walk: Walk) -> No
     assert viewer_state(w, viewer) == "CONTENT_SELECTED"
     assert await expect(viewer, S, SessionOp.CONTENT_REMOVE, [hid], signed=False) == ok
     assert not w.session(viewer).contents
-    # ... and with nothing attached a report has nowhere to go: refused, nothing stored
-    assert await expect(viewer, A, SignalOp.QUALITY_REPORT, report, signed=False) == (
+    # ... naming a content the session does not have is refused, nothing stored
+    other = [*report, Tsd(SignalArg.CONTENT_UUID, content_guuid("base"))]
+    assert await expect(viewer, A, SignalOp.QUALITY_REPORT, other, signed=False) == (
         AvrsError.CONTENT_NOT_FOUND
     )
     assert len(w.node.service.quality_reports(content_guuid("base"))) == 1

@@ -522,7 +522,7 @@ class AvrsConnection:
 
     def _report_contents(self, args: TsdList) -> tuple[bytes, ...]:
         """The contents a QUALITY_REPORT is stored under: the one it names, which the session must
-        have attached, or every attached one. Nothing to store it under is CONTENT_NOT_FOUND."""
+        have attached (else CONTENT_NOT_FOUND), or every attached one."""
         self._events.extend(self._machine.refresh())
         session = self._machine.session
         attached = (
@@ -535,8 +535,4 @@ class AvrsConnection:
                     AvrsError.CONTENT_NOT_FOUND, "the report names a content the session lacks"
                 )
             return (named,)
-        if not attached:
-            raise AvrsProtocolError(
-                AvrsError.CONTENT_NOT_FOUND, "a quality report needs an attached content"
-            )
-        return tuple(dict.fromkeys(attached))
+        return tuple(dict.fromkeys(attached))  # none: only the node-wide QoE history keeps it

@@ -137,12 +137,19 @@ def main() -> None:
     assert hs_i.result is not None and hs_r.result is not None
     assert hs_i.result.send_secret == hs_r.result.recv_secret
     wrap = lambda step, body: HEADER.pack(len(body), PacketType.CONTROL, step, 0, 0) + body  # noqa: E731
+    # The responder's first sealed packet (its establishment PING, stamp 1 s): the initiator
+    # reports the stream established only once this authenticates (docs/protocol.md §3.8).
+    confirmation = DirectionCipher(hs_r.result.send_secret).seal(
+        PacketType.KEEPALIVE, 0, PacketFlag.ENCRYPTED, bytes([0]) + (1_000_000).to_bytes(8, "little")
+    )
     handshake = {
         "description": "Handshake with fixed identities and initiator randomness. The initiator's "
         "randomness is SHA-256('initiator:<n>') blocks consumed in order: 32 bytes X25519 "
         "ephemeral, then 64 bytes ML-KEM-768 seed (d||z). RESPONSE is recorded: its ML-KEM "
         "encapsulation randomness cannot be fixed through the library. Given HELLO's randomness "
-        "and RESPONSE, FINISH and all secrets are deterministic. docs/protocol.md §3.",
+        "and RESPONSE, FINISH and all secrets are deterministic. confirmation_packet: the "
+        "responder's first sealed packet (KEEPALIVE PING, stamp 1000000 us, counter 0 of "
+        "traffic_secret_r2i), which confirms FINISH was accepted. docs/protocol.md §3.",
         "initiator_identity_seed": initiator_seed.hex(),
         "responder_identity_seed": responder_seed.hex(),
         "initiator_address": str(initiator.address),
@@ -151,6 +158,7 @@ def main() -> None:
         "hello_packet": wrap(0, hello).hex(),
         "response_packet": wrap(1, response).hex(),
         "finish_packet": wrap(2, finish).hex(),
+        "confirmation_packet": confirmation.hex(),
         "transcript_hash": hs_i.result.transcript_hash.hex(),
         "traffic_secret_i2r": hs_i.result.send_secret.hex(),
         "traffic_secret_r2i": hs_i.result.recv_secret.hex(),

@@ -12,6 +12,7 @@ from dapsdk.stream.config import StreamConfig
 from dapsdk.stream.connection import StreamConnection
 from dapsdk.stream.constants import HEADER
 from dapsdk.stream.crypto import DirectionCipher
+from dapsdk.stream.events import HandshakeCompleted
 from dapsdk.stream.handshake import Handshake
 from dapsdk.stream.identity import NodeIdentity
 
@@ -85,6 +86,14 @@ def test_handshake_vector_packets_drive_a_connection() -> None:
     conn.receive_data(bytes.fromhex(v["response_packet"]), 0.0)
     assert conn.result is not None
     assert b"".join(conn.data_to_send()).startswith(bytes.fromhex(v["finish_packet"]))
+    # FINISH sent, but not yet accepted: no HandshakeCompleted until the responder's first
+    # sealed packet (the confirmation) authenticates (docs/protocol.md §3.8).
+    assert conn.next_event() is None
+    conn.receive_data(bytes.fromhex(v["confirmation_packet"]), 0.1)
+    event = conn.next_event()
+    assert isinstance(event, HandshakeCompleted), event
+    assert conn.next_event() is None  # the PING is answered with a PONG, not an event
+    assert conn.data_to_send()
 
 
 def test_sealed_packet_vectors() -> None:

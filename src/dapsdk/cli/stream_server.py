@@ -14,14 +14,35 @@ from .signals import announce_and_serve
 
 
 def _echo(channel: Channel, ptype: int, data: bytes, _arg: object) -> int:
+    """Echo a message only while the channel's send queue is below its high-water mark.
+
+    Otherwise the message stays unread (returning 0 keeps it queued), so its credit is not
+    returned and the peer's sending stops at its window: a peer that does not consume its
+    echoes holds back its own writes instead of growing our memory."""
+    if channel.has_unread or channel.queued_bytes >= channel.stream.config.send_high_water:
+        return 0
     channel.write_nowait(ptype, data)
     return len(data)
+
+
+def _resume(channel: Channel, _arg: object) -> None:
+    """``ready_to_write``: echo the messages held back while the channel was full."""
+    high_water = channel.stream.config.send_high_water
+    while channel.is_active and channel.queued_bytes < high_water:
+        item = channel.read()
+        if item is None:
+            return
+        channel.write_nowait(*item)
+
+
+def _new(channel: Channel) -> None:
+    channel.ready_to_write = _resume
 
 
 async def serve(urls: tuple[str, ...], ready_line: bool, max_connections: int = 10000) -> None:
     node = StreamNode(max_connections=max_connections)
     await node.start()
-    node.default_channel_proc = ChannelProc(packet_in=_echo)
+    node.default_channel_proc = ChannelProc(new=_new, packet_in=_echo)
     listeners = [await node.listen(url) for url in urls]
     await announce_and_serve((listener.url for listener in listeners), ready_line, node.close)
 

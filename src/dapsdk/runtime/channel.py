@@ -109,6 +109,11 @@ class Channel:
         return sum(len(p.data) for p in self._pending)
 
     @property
+    def has_unread(self) -> bool:
+        """Received messages are waiting to be read (cheaper than ``buf_size``)."""
+        return bool(self._pending)
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes written and not yet sent (waiting for credit or the socket)."""
         return self.stream.driver.core.queued_bytes(self.id)

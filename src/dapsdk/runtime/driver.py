@@ -114,10 +114,15 @@ class ConnectionDriver:
         sink = self.sink
         if sink is None or self._closed:
             return
-        chunks = self.core.data_to_send(0 if self._paused else TRANSMIT_BATCH, self.loop.time())
+        if self._paused:
+            # Nothing is written while the transport is full, not even CONTROL: sealed packets
+            # wait in the core, where they count against max_send_queue (a peer that does not
+            # read is closed there instead of growing the transport's buffer without end).
+            return
+        chunks = self.core.data_to_send(TRANSMIT_BATCH, self.loop.time())
         if chunks:
             sink.write_chunks(chunks)
-        if not self._paused and self.core.has_pending_data():
+        if self.core.has_pending_data():
             self.transmit_soon()
 
     def _finish(self) -> None:

@@ -20,6 +20,9 @@ NOTSENT_LOWAT_BYTES = 128 * 1024
 LISTEN_BACKLOG = 4096
 #: Bytes the transport buffers before it asks the driver to pause (bounded sealed backlog).
 WRITE_HIGH_WATER = 128 * 1024
+#: Seconds a closing connection waits for the peer to read our last packets (ERROR/CLOSE) and
+#: close its side, after our FIN; then the socket is aborted.
+CLOSE_LINGER = 2.0
 
 
 class TcpStreamProtocol(asyncio.Protocol):
@@ -30,6 +33,8 @@ class TcpStreamProtocol(asyncio.Protocol):
         self.driver: ConnectionDriver | None = None
         self.transport: asyncio.Transport | None = None
         self.peername: object = None
+        self._eof_sent = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol -----------------------------------------------------------------------
 
@@ -49,7 +54,7 @@ class TcpStreamProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_HIGH_WATER // 4)
         self.driver = self._make_driver(self)
         if self.driver is None:  # refused (e.g. too many handshakes); the factory wrote a reply
-            self.transport.close()
+            self.close_transport()
             return
         self.driver.attach(self)
 
@@ -61,6 +66,9 @@ class TcpStreamProtocol(asyncio.Protocol):
         return False  # close our side too; the core sees connection_lost
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self.driver is not None:
             self.driver.transport_lost(str(exc) if exc else "peer closed the connection")
 
@@ -75,12 +83,26 @@ class TcpStreamProtocol(asyncio.Protocol):
     # ByteSink -------------------------------------------------------------------------------
 
     def write_chunks(self, chunks: Iterable[bytes]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self._eof_sent and not self.transport.is_closing():
             self.transport.writelines(chunks)
 
     def close_transport(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Close so that our last packet (ERROR, CLOSE) reaches the peer: half-close (FIN after
+        the buffered bytes) and keep reading, discarding, until the peer closes too. Closing
+        with unread input would make the kernel send a reset, which can destroy the ERROR
+        before the peer reads it. A peer that neither reads nor closes is cut off after
+        ``CLOSE_LINGER`` seconds."""
+        transport = self.transport
+        if transport is None or self._eof_sent or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        self._eof_sent = True
+        transport.write_eof()
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(CLOSE_LINGER, transport.abort)
 
     def abort_transport(self) -> None:
         if self.transport is not None:

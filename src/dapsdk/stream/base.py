@@ -187,6 +187,9 @@ class ConnectionBase:
         """Responder: asked before any key agreement work for a HELLO (admission policy)."""
         self.peer_cookie: bytes | None = None
         """Responder: the cookie the initiator echoed before its HELLO, if any."""
+        # Initiator: FINISH sent, but the responder has not yet proven (by its first sealed
+        # packet) that it accepted it; HandshakeCompleted waits for that (protocol.md §3.8).
+        self._unconfirmed = False
         if is_client:
             if cookie is not None:
                 self._write_plain(_CONTROL, int(HandshakeStep.COOKIE), cookie)
@@ -291,7 +294,32 @@ class ConnectionBase:
         self.stats.bytes_sent += HEADER_SIZE + len(body)
 
     def _seal_control(self, ptype: int, ch_id: int, body: bytes) -> None:
+        if self.state == ConnectionState.TERMINATED:
+            return  # nothing goes out after the terminal ERROR/CLOSE
         self._append_sealed(ptype, ch_id, _ENC, body)
+        if self._out_bytes > self.config.max_send_queue:
+            # Sealed packets pile up only while the transport cannot take them (the peer does
+            # not read): CONTROL counts in the send bound like DATA.
+            self._send_queue_exceeded()
+
+    def send_queue_bytes(self) -> int:
+        """Bytes waiting for the peer: unsent DATA of every channel plus sealed packets the
+        transport has not taken yet (bounded by ``max_send_queue``)."""
+        return self._out_bytes + sum(c.queued_bytes for c in self.channels.values())
+
+    def _check_send_queue(self, added: int) -> None:
+        """Called when a channel passes its high-water mark (rare): enforce ``max_send_queue``
+        on what was queued before the message of ``added`` bytes (one message may exceed it)."""
+        if self.send_queue_bytes() - added > self.config.max_send_queue:
+            self._send_queue_exceeded()
+
+    def _send_queue_exceeded(self) -> None:
+        self._fail(
+            RateLimited(
+                f"peer does not read: {self.send_queue_bytes()} bytes queued for it "
+                f"(bound {self.config.max_send_queue})"
+            )
+        )
 
     def _append_sealed(self, ptype: int, ch_id: int, flags: int, body: bytes | memoryview) -> None:
         cipher = self._send
@@ -321,7 +349,7 @@ class ConnectionBase:
             body = _ERROR.pack(code) + self._encode_reason(reason)
             if self._send is not None:
                 try:
-                    self._seal_control(_ERROR_T, 0, body)
+                    self._append_sealed(_ERROR_T, 0, _ENC, body)
                 except ProtocolError:
                     pass
             else:

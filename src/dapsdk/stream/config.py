@@ -61,6 +61,11 @@ class StreamConfig:
     """Bytes queued on one channel at which ``await channel.write`` suspends."""
     send_low_water: int = 256 * 1024
     """Queued bytes below which a blocked channel is writable again (``ready_to_write``)."""
+    max_send_queue: int = 16 * 1024 * 1024
+    """Bytes one peer may have waiting on our side: unsent DATA of all its channels plus sealed
+    packets (CONTROL, PONG, WINDOW, ...) the transport could not take because the peer is not
+    reading. Beyond it the peer is closed with ERROR ENHANCE_YOUR_CALM (a peer that does not read
+    cannot make us buffer without end). A single message may exceed it if the queue was below."""
     rekey_after_packets: int = 1 << 23
     """Packets sealed with one key before a one-way rekey (far below AES-GCM's limits)."""
     realtime_channels: frozenset[int] = frozenset({int(ChannelId.MEDIA)})
@@ -138,6 +143,11 @@ class StreamConfig:
                 "send_low_water",
                 0 <= self.send_low_water < self.send_high_water,
                 ">= 0 and < send_high_water",
+            ),
+            (
+                "max_send_queue",
+                self.max_send_queue >= self.send_high_water + self.max_packet_payload,
+                ">= send_high_water + max_packet_payload",
             ),
             (
                 "rekey_after_packets",

@@ -79,7 +79,7 @@ class StreamConnection(InboundMixin):
         """Earliest deadline: handshake, keepalive ping, peer silence, or a stuck socket."""
         if self.state == ConnectionState.TERMINATED:
             return None
-        if self.state == ConnectionState.HANDSHAKE:
+        if self.state == ConnectionState.HANDSHAKE or self._unconfirmed:
             return self._handshake_deadline
         deadline = min(
             self._last_ping + self.config.keepalive_interval,
@@ -96,9 +96,16 @@ class StreamConnection(InboundMixin):
         if self.state == ConnectionState.TERMINATED:
             return
         self._now = max(self._now, now)
-        if self.state == ConnectionState.HANDSHAKE:
+        if self.state == ConnectionState.HANDSHAKE or self._unconfirmed:
             if now >= self._handshake_deadline:
-                self._fail(ProtocolError("handshake not completed in time", code=ErrorCode.TIMEOUT))
+                self._fail(
+                    ProtocolError(
+                        "handshake not completed in time"
+                        if self.state == ConnectionState.HANDSHAKE
+                        else "the responder did not confirm the handshake in time",
+                        code=ErrorCode.TIMEOUT,
+                    )
+                )
             return
         if now >= self._last_recv + self.config.keepalive_timeout:
             self._fail(
@@ -266,6 +273,8 @@ class StreamConnection(InboundMixin):
             queued = channel.queued_bytes = channel.queued_bytes + len(data)
             if queued >= self.config.send_high_water:
                 channel.blocked = True
+                self._check_send_queue(len(data))
+                self._require_established()
             if not channel.scheduled:
                 channel.scheduled = True
                 self._levels[channel.priority].append(channel_id)
@@ -277,6 +286,7 @@ class StreamConnection(InboundMixin):
             if len(data) > limit:
                 raise ValueError(f"CONTROL message of {len(data)} bytes exceeds {limit}")
             self._seal_control(_CONTROL, channel_id, bytes((ControlOp.USER,)) + bytes(data))
+            self._require_established()  # the send bound may have closed the connection
             return channel.queued_bytes
         if packet_type != _DATA:
             raise ValueError(f"packet type {packet_type} cannot be written by the application")
@@ -298,6 +308,8 @@ class StreamConnection(InboundMixin):
         channel.queued_bytes += size
         if channel.queued_bytes >= self.config.send_high_water:
             channel.blocked = True
+            self._check_send_queue(size)
+            self._require_established()
         self._schedule(channel)
         return channel.queued_bytes
 
@@ -359,7 +371,7 @@ class StreamConnection(InboundMixin):
             self._terminate(code, text or "closed", by_peer=False, send_error=False)
             return
         self._terminate(
-            ErrorCode.PROTOCOL_ERROR, f"connection lost: {reason}", by_peer=True, send_error=False
+            ErrorCode.CONNECTION_LOST, f"connection lost: {reason}", by_peer=True, send_error=False
         )
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:

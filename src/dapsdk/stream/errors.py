@@ -35,6 +35,9 @@ class ErrorCode(enum.IntEnum):
     SERVER_BUSY = 0x15  #: too many handshakes in progress (or this one was evicted)
     RETRY_WITH_COOKIE = 0x16  #: under load: repeat HELLO with the cookie in the reason (§3.7)
     CONNECTION_LIMIT = 0x17  #: the node has max_connections established streams
+    CONNECTION_LOST = 0x18
+    """Local only, never sent: the transport ended without a CLOSE or ERROR (the peer died, the
+    network failed, or the peer closed its socket without saying why)."""
 
     @classmethod
     def coerce(cls, value: int) -> ErrorCode | int:

@@ -183,6 +183,18 @@ class InboundMixin(OutboundMixin):
         self._seal_control(
             _KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PING, int(self._now * 1e6))
         )
+        if self.is_client:
+            # Our FINISH may still be refused (a revoked certificate, a policy): the stream is
+            # established for the application only once the responder's first sealed packet
+            # (its establishment PING) authenticates, see _confirm.
+            self._unconfirmed = True
+            return
+        self._confirm()
+
+    def _confirm(self) -> None:
+        result = self.result
+        assert result is not None
+        self._unconfirmed = False
         log.debug("handshake complete with %s (version %d)", result.peer.address, result.version)
         self._events.append(
             HandshakeCompleted(peer=result.peer, version=result.version, features=result.features)
@@ -223,6 +235,8 @@ class InboundMixin(OutboundMixin):
             raise ProtocolError(f"sealed packet of {size} bytes is shorter than its tag")
         assert self._recv is not None
         body = self._recv.open(view[pos : pos + HEADER_SIZE], seq_id, view[pos + HEADER_SIZE : end])
+        if self._unconfirmed:
+            self._confirm()  # the responder sealed with the traffic keys: it accepted FINISH
         if ptype == _DATA:
             self._receive_data_packet(ch_id, flags, body)
         elif ptype == _CONTROL:

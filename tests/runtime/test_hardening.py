@@ -23,8 +23,10 @@ import pytest
 from dapsdk.runtime.channel import Channel
 from dapsdk.runtime.endpoint import parse_endpoint
 from dapsdk.runtime.node import StreamNode
+from dapsdk.stream.base import _KEEPALIVE, _WINDOW
 from dapsdk.stream.config import PeerIdentity, StreamConfig
-from dapsdk.stream.constants import HEADER, PacketType
+from dapsdk.stream.connection import StreamConnection
+from dapsdk.stream.constants import HEADER, ControlOp, KeepaliveKind, PacketFlag, PacketType
 from dapsdk.stream.errors import ErrorCode, RemoteError, StreamClosedError
 
 from ..servers import ROOT
@@ -250,3 +252,53 @@ async def test_sigkilled_server_is_reported_as_connection_loss() -> None:
             with pytest.raises(StreamClosedError) as info:
                 await ch.receive()
             assert info.value.code == ErrorCode.CONNECTION_LOST
+
+
+# -- cheap packets ----------------------------------------------------------------------------
+
+
+def _cheap_packet(core: StreamConnection, kind: str) -> None:
+    """Seal one packet that costs the receiver an AEAD open and carries nothing."""
+    if kind == "empty DATA":
+        core._append_sealed(PacketType.DATA, 0x10, PacketFlag.ENCRYPTED, b"")
+    elif kind == "PONG":  # answering no PING of the server's
+        core._seal_control(PacketType.KEEPALIVE, 0, _KEEPALIVE.pack(KeepaliveKind.PONG, 1))
+    elif kind == "WINDOW":  # grants nothing new
+        core._seal_control(PacketType.CONTROL, 0x10, _WINDOW.pack(ControlOp.WINDOW, 0, 1))
+    elif kind == "DISCARD":  # no partial message to discard
+        core._seal_control(PacketType.CONTROL, 0x10, bytes((ControlOp.DISCARD,)))
+    elif kind == "PRIORITY":  # the urgency the channel already has
+        core._seal_control(PacketType.CONTROL, 0x10, bytes((ControlOp.PRIORITY, 3)))
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["empty DATA", "PONG", "WINDOW", "DISCARD", "PRIORITY"])
+async def test_flood_of_cheap_packets_gets_enhance_your_calm(kind: str) -> None:
+    """10,000 packets that carry nothing: before, empty DATA, PONG (and a WINDOW, DISCARD or
+    PRIORITY within the 40,000 control burst) were all accepted; now ENHANCE_YOUR_CALM."""
+    with echo_server() as server:
+        async with StreamNode() as client:
+            stream = await client.connect(server.url)
+            ch = stream.channel_new(0x10)
+            await ch.write(PacketType.DATA, b"hi")
+            assert (await asyncio.wait_for(ch.receive(), 10))[1] == b"hi"
+            core = stream.driver.core
+            for i in range(10_000):
+                if not stream.is_active:
+                    break
+                _cheap_packet(core, kind)
+                if i % 500 == 499:
+                    stream.driver.pump()
+                    await asyncio.sleep(0)
+            stream.driver.pump()
+            # One round trip after the flood: the server answered the PING, or it closed first.
+            pongs = core.stats.rtt_count
+            if stream.is_active:
+                stream.send_keepalive()
+            await until(
+                lambda: not stream.is_active or core.stats.rtt_count > pongs, 30, "PONG or ERROR"
+            )
+            assert stream.terminated is not None, f"{kind} flood accepted"
+            assert stream.terminated.code == ErrorCode.ENHANCE_YOUR_CALM, stream.terminated
+            assert server.proc.poll() is None

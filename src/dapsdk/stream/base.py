@@ -168,6 +168,7 @@ class ConnectionBase:
                 "open_close": config.open_close_rate,
                 "ping": config.ping_rate,
                 "control": config.control_rate,
+                "empty": config.empty_rate,
             },
             now,
         )
@@ -190,6 +191,7 @@ class ConnectionBase:
         # Initiator: FINISH sent, but the responder has not yet proven (by its first sealed
         # packet) that it accepted it; HandshakeCompleted waits for that (protocol.md §3.8).
         self._unconfirmed = False
+        self._pings_unanswered = 0  # a PONG beyond these answers nothing: a cheap packet
         if is_client:
             if cookie is not None:
                 self._write_plain(_CONTROL, int(HandshakeStep.COOKIE), cookie)

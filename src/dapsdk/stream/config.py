@@ -83,8 +83,12 @@ class StreamConfig:
     ping_rate: tuple[float, float] = (20.0, 50.0)
     """KEEPALIVE pings per second a peer may send (rate, burst); beyond: ERROR."""
     control_rate: tuple[float, float] = (20000.0, 40000.0)
-    """Other cheap control packets per second (application CONTROL, PRIORITY, DISCARD,
-    WINDOW that grants nothing); beyond: ERROR ENHANCE_YOUR_CALM."""
+    """Other control packets per second (application CONTROL, WINDOW, REKEY, PRIORITY,
+    DISCARD); beyond: ERROR ENHANCE_YOUR_CALM."""
+    empty_rate: tuple[float, float] = (1000.0, 2000.0)
+    """Packets that carry nothing, per second (rate, burst): empty DATA, a PONG answering no
+    PING of ours, a WINDOW that grants nothing, a DISCARD or PRIORITY that changes nothing;
+    beyond: ERROR ENHANCE_YOUR_CALM."""
     window_autotune: bool = True
     """Double a window when it is used up in less than two RTTs, up to the maxima."""
     max_error_reason: int = 1024
@@ -170,6 +174,7 @@ class StreamConfig:
             ("open_close_rate", min(self.open_close_rate) > 0, "two positive numbers"),
             ("ping_rate", min(self.ping_rate) > 0, "two positive numbers"),
             ("control_rate", min(self.control_rate) > 0, "two positive numbers"),
+            ("empty_rate", min(self.empty_rate) > 0, "two positive numbers"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -138,6 +138,7 @@ class StreamConnection(InboundMixin):
         if self.state != ConnectionState.CLOSING:
             self._require_established()
         self._last_ping = now
+        self._pings_unanswered = min(self._pings_unanswered + 1, 64)
         self._seal_control(_KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PING, int(now * 1e6)))
 
     def set_write_blocked(self, blocked: bool, now: float) -> None:

@@ -180,6 +180,7 @@ class InboundMixin(OutboundMixin):
         self._conn_send_max = settings.initial_connection_window
         self.state = ConnectionState.ESTABLISHED
         self._last_ping = self._now
+        self._pings_unanswered = 1
         self._seal_control(
             _KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PING, int(self._now * 1e6))
         )
@@ -276,6 +277,8 @@ class InboundMixin(OutboundMixin):
             if not fragmented:
                 body = payload
         n = len(payload)
+        if not n:
+            self._police("empty")  # an empty DATA packet carries nothing but costs an AEAD
         channel.recv_offset += n
         self._conn_recv_offset += n
         if channel.recv_offset > channel.recv_max or self._conn_recv_offset > self._conn_recv_max:
@@ -395,8 +398,8 @@ class InboundMixin(OutboundMixin):
         op = body[0]
         if op == ControlOp.OPEN:
             self._police("open_close")
-        elif op != ControlOp.WINDOW and op != ControlOp.REKEY:
-            self._police("control")
+        else:
+            self._police("control")  # every other op, WINDOW and REKEY included
         if op == ControlOp.USER:
             self._channel_or_error(ch_id)
             if self.channels[ch_id].state == ChannelState.OPEN:
@@ -424,10 +427,14 @@ class InboundMixin(OutboundMixin):
             if channel.reassembly is not None:
                 self._reserved -= channel.reassembly_total
                 channel.reassembly = None
+            else:
+                self._police("empty")  # nothing to discard
         elif op == ControlOp.PRIORITY:
             channel = self._channel_or_error(ch_id)
             if len(body) != 2 or body[1] > 7:
                 raise ProtocolError("PRIORITY body must be 2 bytes with an urgency 0..7")
+            if channel.priority == body[1]:
+                self._police("empty")  # changes nothing
             self._apply_priority(channel, body[1])
         else:
             raise ProtocolError(f"unknown control op 0x{op:02x}", code=ErrorCode.UNKNOWN_TYPE)
@@ -455,7 +462,7 @@ class InboundMixin(OutboundMixin):
             if credit > self._conn_send_max:
                 self._conn_send_max = credit
             else:
-                self._police("control")  # a WINDOW that grants nothing is a cheap packet
+                self._police("empty")  # a WINDOW that grants nothing
             return
         if scope != _SCOPE_CHANNEL:
             raise ProtocolError(f"unknown WINDOW scope {scope}")
@@ -465,7 +472,7 @@ class InboundMixin(OutboundMixin):
             if ch_id not in self._shaped:
                 self._schedule(channel)
         else:
-            self._police("control")
+            self._police("empty")  # grants nothing, or for a channel that is not open
 
     def _receive_keepalive(self, body: bytes) -> None:
         if len(body) != _KEEPALIVE.size:
@@ -475,6 +482,10 @@ class InboundMixin(OutboundMixin):
             self._police("ping")
             self._seal_control(_KEEPALIVE_T, 0, _KEEPALIVE.pack(KeepaliveKind.PONG, stamp))
         elif kind == KeepaliveKind.PONG:
+            if self._pings_unanswered <= 0:
+                self._police("empty")  # answers no PING of ours
+                return
+            self._pings_unanswered -= 1
             rtt = max(0.0, self._last_recv - stamp / 1e6)
             if rtt < 3600:
                 self.stats.rtt_sum += rtt

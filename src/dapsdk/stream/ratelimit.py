@@ -55,7 +55,7 @@ class CheapPacketPolicer:
 
     __slots__ = ("buckets",)
 
-    KINDS = ("open_close", "ping", "control")
+    KINDS = ("open_close", "ping", "control", "empty")
 
     def __init__(self, limits: dict[str, tuple[float, float]], now: float) -> None:
         self.buckets = {

@@ -41,7 +41,7 @@ from dapsdk.runtime.channel import Channel
 from dapsdk.runtime.node import ChannelProc, StreamNode
 from dapsdk.runtime.stream import Stream
 from dapsdk.stream.constants import PacketType
-from dapsdk.stream.errors import DapError
+from dapsdk.stream.errors import DapError, ErrorCode
 
 from .avrs_cluster import ClusterDirectory, GrantedView
 from .quality import QualityReport, QualityStore
@@ -128,11 +128,21 @@ class AvrsBinding:
         self._arm_timer()
 
     def transmit(self) -> None:
+        high_water = self.stream.config.send_high_water
         for channel_id, payload in self.conn.data_to_send():
             channel = self._channel(channel_id)
             if channel is None:
                 log.debug("stream %d: no channel 0x%02x to send on", self.stream.id, channel_id)
                 continue
+            if channel_id != AvrsChannel.CONTENT and channel.queued_bytes >= high_water:
+                # Replies are refused, not queued without end: a peer that keeps sending
+                # requests without reading their replies is closed (docs/reliability.md).
+                self.stream.abort(
+                    ErrorCode.ENHANCE_YOUR_CALM,
+                    f"peer does not read its replies: {channel.queued_bytes} bytes queued "
+                    f"on channel 0x{channel_id:02x}",
+                )
+                return
             try:
                 channel.write_nowait(PacketType.DATA, payload)
             except DapError as exc:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from ..stream.connection import StreamConnection
 from ..stream.events import StreamEvent, StreamTerminated
+from .timers import TICK, TimerWheel
 
 log = logging.getLogger("dapsdk.runtime")
 
@@ -40,13 +41,14 @@ class ConnectionDriver:
         core: StreamConnection,
         loop: asyncio.AbstractEventLoop,
         on_event: Callable[[StreamEvent], None],
+        timers: TimerWheel | None = None,
     ) -> None:
         self.core = core
         self.loop = loop
         self.sink: ByteSink | None = None
         self._on_event = on_event
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timers = timers if timers is not None else TimerWheel(loop)
+        self._timer_tick: int | None = None
         self._transmit_scheduled = False
         self._paused = False
         self._closed = False
@@ -138,29 +140,45 @@ class ConnectionDriver:
             sink.close_transport()
 
     def _arm_timer(self) -> None:
+        """Keep one entry in the shared timer wheel at the core's deadline.
+
+        A deadline that moved later (every received packet postpones the keepalive) keeps the
+        earlier entry: it fires, finds nothing due and re-arms then, so a busy connection touches
+        the wheel about once per keepalive interval instead of once per packet."""
         if self._closed:
             return
         deadline = self.core.get_timer()
-        if deadline == self._timer_at:
+        armed = self._timer_tick
+        if deadline is None:
+            if armed is not None:
+                self._cancel_timer()
             return
-        self._cancel_timer()
-        if deadline is not None:
-            self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        tick = TimerWheel.tick_of(deadline)
+        if armed is not None:
+            if armed <= tick:
+                return
+            self._timers.cancel(self, armed)
+        self._timer_tick = tick
+        self._timers.schedule(self, tick)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = None
+        if self._timer_tick is not None:
+            self._timers.cancel(self, self._timer_tick)
+        self._timer_tick = None
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
+    def on_timer(self) -> None:
+        """Called by the timer wheel once the armed tick is reached."""
+        self._timer_tick = None
+        if self._closed:
+            return
         deadline = self.core.get_timer()
         now = self.loop.time()
-        self.core.handle_timer(max(now, deadline) if deadline is not None else now)
-        self.pump()
+        if deadline is not None and now + TICK >= deadline:
+            # loop timers may fire a little early: the deadline counts as reached
+            self.core.handle_timer(max(now, deadline))
+            self.pump()
+        else:
+            self._arm_timer()  # the deadline moved later since it was armed
 
     def abort(self, code: int, reason: str) -> None:
         """Terminate locally, telling the peer with an ERROR packet."""

@@ -24,6 +24,7 @@ from .endpoint import Endpoint, parse_endpoint
 from .known_hosts import KnownHosts, host_key, pinned_identity
 from .session import Session
 from .stream import Stream, StreamStats
+from .timers import TimerWheel
 from .transport import TransportServer, get_transport
 
 log = logging.getLogger("dapsdk.runtime.node")
@@ -126,6 +127,7 @@ class StreamNode:
         self._pool: dict[str, Stream] = {}
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers: TimerWheel | None = None
 
     @property
     def address(self) -> NodeAddress:
@@ -147,6 +149,13 @@ class StreamNode:
         return stats.evicted + stats.cookies_sent
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def _timer_wheel(self, loop: asyncio.AbstractEventLoop) -> TimerWheel:
+        """The one timer wheel all of this node's connections share (runtime/timers.py)."""
+        wheel = self._timers
+        if wheel is None or wheel.loop is not loop:
+            wheel = self._timers = TimerWheel(loop)
+        return wheel
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -420,7 +429,7 @@ class StreamNode:
                         },
                     )
 
-        driver = ConnectionDriver(core, loop, on_event)
+        driver = ConnectionDriver(core, loop, on_event, self._timer_wheel(loop))
         return driver
 
     def _accept(self, sink: ByteSink, loop: asyncio.AbstractEventLoop) -> ConnectionDriver:

@@ -81,9 +81,12 @@ class StreamConnection(InboundMixin):
             return None
         if self.state == ConnectionState.HANDSHAKE or self._unconfirmed:
             return self._handshake_deadline
+        # Keepalive only on an idle connection: a PING is due once nothing arrived (and no PING
+        # went out) for keepalive_interval; any received packet proves the peer alive.
+        last_recv = self._last_recv
         deadline = min(
-            self._last_ping + self.config.keepalive_interval,
-            self._last_recv + self.config.keepalive_timeout,
+            max(self._last_ping, last_recv) + self.config.keepalive_interval,
+            last_recv + self.config.keepalive_timeout,
         )
         if self._write_blocked_since is not None:
             deadline = min(deadline, self._write_blocked_since + self.config.keepalive_timeout)
@@ -122,7 +125,7 @@ class StreamConnection(InboundMixin):
                 )
             )
             return
-        if now >= self._last_ping + self.config.keepalive_interval:
+        if now >= max(self._last_ping, self._last_recv) + self.config.keepalive_interval:
             self.send_keepalive(now)
         for ch_id, wake in list(self._shaped.items()):
             if wake <= now:

@@ -36,8 +36,15 @@ async def test_anonymous_heartbeat_flood_without_reading_replies_is_closed(
     ENHANCE_YOUR_CALM."""
     env = AvrsEnv(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dapsdk.cli", "node", "--config", str(env.server_config())]
-        + ["--ready"],
+        [
+            sys.executable,
+            "-m",
+            "dapsdk.cli",
+            "node",
+            "--config",
+            str(env.server_config()),
+            "--ready",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -119,15 +119,19 @@ async def test_echo_server_holds_back_a_client_that_never_consumes_its_echoes() 
                 60,
                 lambda: f"the writer to finish or be held back: {ch.stats()} {stream}",
             )
-            assert not task.done(), "the server accepted everything without anyone reading"
-            accepted = ch.stats()["send_offset"]
-            # One keepalive round trip: everything the server was going to grant for what it
-            # had received has arrived by the time the PONG does.
+            # Keepalive round trips until one changes nothing: everything the server was going
+            # to grant for what it had received has arrived by the time its PONG does.
             core_stats = stream.driver.core.stats
-            pongs = core_stats.rtt_count
-            stream.send_keepalive()
-            await until(lambda: core_stats.rtt_count > pongs, 30, "a PONG")
-            assert held_back() and ch.stats()["send_offset"] == accepted
+            accepted = -1
+            while ch.stats()["send_offset"] != accepted and not task.done():
+                accepted = ch.stats()["send_offset"]
+                pongs = core_stats.rtt_count
+                stream.send_keepalive()
+                await until(lambda n=pongs: core_stats.rtt_count > n, 30, "a PONG")
+                await until(
+                    lambda: task.done() or held_back(), 60, "the writer to be held back again"
+                )
+            assert not task.done(), "the server accepted everything without anyone reading"
             # server: 1 MiB channel window unread + its echo queue at ~1 MiB high water
             assert accepted <= 8 * MiB, accepted
             growth_mb = (server.memory_kb() - baseline) / 1024
@@ -302,3 +306,29 @@ async def test_flood_of_cheap_packets_gets_enhance_your_calm(kind: str) -> None:
             assert stream.terminated is not None, f"{kind} flood accepted"
             assert stream.terminated.code == ErrorCode.ENHANCE_YOUR_CALM, stream.terminated
             assert server.proc.poll() is None
+
+
+# -- capacity ---------------------------------------------------------------------------------
+
+
+async def test_one_timer_wheel_serves_every_connection() -> None:
+    """50 connections: one loop timer between them (each had its own TimerHandle), and the
+    shared wheel still drives every connection's keepalive."""
+    async with StreamNode() as server, StreamNode() as client:
+        listener = await server.listen("tcp://127.0.0.1:0")
+        streams = [await client.connect(listener.url) for _ in range(50)]
+        loop = asyncio.get_running_loop()
+        scheduled = sum(not h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+        assert scheduled < 10, scheduled  # was one TimerHandle per connection and side (100+)
+        assert server._timers is not None and len(server._timers) == 50
+        assert client._timers is not None and len(client._timers) == 50
+        # idle for keepalive_interval: every stream pings and hears its PONG through the wheel
+        counts = [s.driver.core.stats.rtt_count for s in streams]
+        await until(
+            lambda: all(
+                s.driver.core.stats.rtt_count > n for s, n in zip(streams, counts, strict=True)
+            ),
+            30,
+            "a keepalive round trip on every stream",
+        )
+        assert all(s.is_active for s in streams)

@@ -468,3 +468,32 @@ def test_traffic_split_anywhere_gives_the_same_messages(cuts: list[int], whole: 
     got = [e.data for e in iter(pair.server.next_event, None) if isinstance(e, DataReceived)]
     assert got == messages
     assert pair.server.state == ConnectionState.ESTABLISHED
+
+
+def test_keepalive_pings_only_an_idle_connection() -> None:
+    """A connection that keeps receiving sends no PING (any authenticated packet proves the
+    peer alive); one idle for keepalive_interval does."""
+    pair = make_pair()
+    pair.client.open_channel(0x10)
+    pair.transfer()
+    server_before = pair.server.stats.packets_received
+    client_before = pair.client.stats.packets_received
+    for step in range(1, 41):  # 4 s of traffic every 0.1 s: past keepalive_interval (1 s)
+        pair.now = step * 0.1
+        pair.client.send(0x10, PacketType.DATA, b"tick")
+        pair.transfer()
+        pair.server.send(0x10, PacketType.DATA, b"tock")
+        pair.transfer()
+        pair.client.handle_timer(pair.now)
+        pair.server.handle_timer(pair.now)
+        pair.transfer()
+    rtt_count = pair.client.stats.rtt_count
+    # both sides heard from each other every 0.1 s: neither sent a PING in 4 s
+    assert pair.client.stats.rtt_count == rtt_count
+    assert pair.server.stats.packets_received - server_before == 40  # the 40 DATA, no PING
+    assert pair.client.stats.packets_received - client_before == 40
+    # idle: the ping comes keepalive_interval after the last packet received
+    pair.now += 1.0
+    pair.client.handle_timer(pair.now)
+    pair.transfer()
+    assert pair.client.stats.rtt_count == rtt_count + 1

@@ -355,3 +355,67 @@ def ingest(seconds: float, height: int, as_json: bool) -> None:
         f"median {latency['median']} ms, p95 {latency['p95']} ms, max {latency['max']} ms; "
         f"viewer startup {result['viewer_startup_ms']} ms"
     )
+
+
+@bench.command()
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=1, max=100_000),
+    default=10_000,
+    show_default=True,
+    help="Concurrent authenticated sessions to open and hold on the node.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=4,
+    show_default=True,
+    help="Client worker processes sharing the sessions.",
+)
+@click.option(
+    "--idle",
+    "idle_seconds",
+    type=click.FloatRange(min=0.5, max=600),
+    default=10.0,
+    show_default=True,
+    help="Seconds every session is held idle (keepalive only) while the node's CPU is measured.",
+)
+@click.option(
+    "--probe",
+    type=click.IntRange(min=1, max=10_000),
+    default=200,
+    show_default=True,
+    help="New clients connecting while every session is held (their connect p99 is reported).",
+)
+@click.option(
+    "--pin/--no-pin", default=True, show_default=True, help="Node on CPU 0, clients on CPU 1."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def sessions(
+    sessions: int, workers: int, idle_seconds: float, probe: int, pin: bool, as_json: bool
+) -> None:
+    """Many concurrent authenticated sessions on one node process: memory per session,
+    keepalive CPU, handshake rate and connect p99 at full load (clients in other processes)."""
+    from ..bench.sessions import SessionsBenchError, run_sessions_bench
+
+    Console(stderr=True).print(
+        f"[bold]bench sessions[/]: {sessions} sessions from {workers} worker processes ..."
+    )
+    try:
+        summary = run_sessions_bench(
+            sessions=sessions, workers=workers, idle_seconds=idle_seconds, probe=probe, pin=pin
+        )
+    except SessionsBenchError as exc:
+        raise click.ClickException(f"benchmark failed: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"dapsdk sessions benchmark ({summary['sessions']} sessions)")
+    table.add_column("measurement")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("", justify="center")
+    for name, result in summary["targets"].items():
+        verdict = "[green]PASS[/]" if result["pass"] else "[red]FAIL[/]"
+        table.add_row(name, f"{summary[name]:,}", result["target"], verdict)
+    Console().print(table)

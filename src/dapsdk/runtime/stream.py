@@ -69,7 +69,7 @@ class Stream:
         self.sessions: list[Session] = []
         self.channels: dict[int, Channel] = {}
         self.terminated: StreamTerminated | None = None
-        self._closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None  # created by the first wait_closed()
 
     # -- seed fields ---------------------------------------------------------------------------
 
@@ -188,6 +188,10 @@ class Stream:
         self.driver.abort(code, reason)
 
     async def wait_closed(self) -> None:
+        if self.terminated is not None:
+            return
+        if self._closed is None:
+            self._closed = asyncio.Event()
         await self._closed.wait()
 
     def _require_active(self) -> None:
@@ -278,7 +282,8 @@ class Stream:
         for channel in list(self.channels.values()):
             channel._on_closed(event.code, event.reason)
             self.owner._channel_deleted(channel)
-        self._closed.set()
+        if self._closed is not None:
+            self._closed.set()
         self.owner._stream_ended(self)
 
     def __repr__(self) -> str:

@@ -134,13 +134,16 @@ class ConnectionBase:
         self.is_client = is_client
         self.state = ConnectionState.HANDSHAKE
         self.stats = StreamStats()
-        self.handshake = Handshake(
+        self.handshake: Handshake | None = Handshake(
             identity, config, initiator=is_client, expected_peer=expected_peer
         )
+        """Dropped once established (its ephemeral secrets are no longer needed)."""
         self.result: HandshakeResult | None = None
         self.channels: dict[int, ChannelCore] = {}
         self.terminal_event: StreamTerminated | None = None
-        self._events: deque[StreamEvent] = deque()
+        # A list read from _events_read (an empty deque costs 600 bytes, a list 56)
+        self._events: list[StreamEvent] = []
+        self._events_read = 0
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._rbuf = bytearray()
@@ -156,7 +159,8 @@ class ConnectionBase:
         self._conn_consumed = 0
         self._reserved = 0  # reassembly memory promised to partial or undelivered messages
         # Channels with queued DATA, one round-robin per RFC 9218 urgency (0 goes first).
-        self._levels: list[deque[int]] = [deque() for _ in range(8)]
+        # Created on first use: an idle connection does not pay for 8 deques.
+        self._levels: list[deque[int]] = []
         self._shaped: dict[int, float] = {}  # channel -> when its rate limit lets it send again
         self._peer_bucket = (
             TokenBucket(config.peer_rate_limit, max(config.peer_rate_limit, 2 * 65536), now)
@@ -195,6 +199,7 @@ class ConnectionBase:
         if is_client:
             if cookie is not None:
                 self._write_plain(_CONTROL, int(HandshakeStep.COOKIE), cookie)
+            assert self.handshake is not None
             self._write_plain(_CONTROL, int(HandshakeStep.HELLO), self.handshake.start())
             self._handshake_sent_at = now
 
@@ -227,7 +232,11 @@ class ConnectionBase:
     def _schedule(self, channel: ChannelCore) -> None:
         if not channel.scheduled and channel.queue:
             channel.scheduled = True
-            self._levels[channel.priority].append(channel.id)
+            (self._levels or self._new_levels())[channel.priority].append(channel.id)
+
+    def _new_levels(self) -> list[deque[int]]:
+        self._levels = [deque() for _ in range(8)]
+        return self._levels
 
     def _unschedule(self, channel: ChannelCore) -> None:
         if channel.scheduled:

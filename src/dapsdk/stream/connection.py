@@ -53,7 +53,17 @@ class StreamConnection(InboundMixin):
     """One authenticated, encrypted, multi-channel dap_stream connection."""
 
     def next_event(self) -> StreamEvent | None:
-        return self._events.popleft() if self._events else None
+        events = self._events
+        index = self._events_read
+        if index >= len(events):
+            return None
+        event = events[index]
+        index += 1
+        if index == len(events):
+            events.clear()
+            index = 0
+        self._events_read = index
+        return event
 
     def data_to_send(self, limit: int = 1 << 20, now: float | None = None) -> list[bytes]:
         """Sealed bytes to write: control first, then DATA by urgency, round-robin within one.
@@ -281,7 +291,7 @@ class StreamConnection(InboundMixin):
                 self._require_established()
             if not channel.scheduled:
                 channel.scheduled = True
-                self._levels[channel.priority].append(channel_id)
+                (self._levels or self._new_levels())[channel.priority].append(channel_id)
             return queued
         self._require_established()
         channel = self._open_channel_for_send(channel_id)

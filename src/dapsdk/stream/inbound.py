@@ -138,7 +138,9 @@ class InboundMixin(OutboundMixin):
                 packet_type=ptype,
                 channel_id=ch_id,
             )
-        if not self.is_client and self.handshake.expected_step == 0:
+        handshake = self.handshake
+        assert handshake is not None  # handshake packets arrive only before establishment
+        if not self.is_client and handshake.expected_step == 0:
             if seq_id == HandshakeStep.COOKIE:
                 # The cookie echo of a retried connection, at most once, before HELLO (§3.7).
                 if self.peer_cookie is not None or len(body) != COOKIE_SIZE:
@@ -150,7 +152,7 @@ class InboundMixin(OutboundMixin):
                 if refusal is not None:
                     self._terminate(refusal[0], refusal[1], by_peer=False, send_error=True)
                     return
-        reply = self.handshake.receive(seq_id, body)
+        reply = handshake.receive(seq_id, body)
         if self._handshake_sent_at is not None:
             # HELLO->RESPONSE (initiator) or RESPONSE->FINISH (responder) is a round trip, but it
             # includes the peer's key agreement and signature work: a latency sample and a first
@@ -166,8 +168,9 @@ class InboundMixin(OutboundMixin):
             self._write_plain(_CONTROL, seq_id + 1, reply)
             if not self.is_client:
                 self._handshake_sent_at = self._now
-        if self.handshake.result is not None:
-            self._establish(self.handshake.result)
+        if handshake.result is not None:
+            self.handshake = None  # ephemeral secrets and the transcript are not needed any more
+            self._establish(handshake.result)
 
     def _establish(self, result: HandshakeResult) -> None:
         self.result = result

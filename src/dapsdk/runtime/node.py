@@ -442,10 +442,12 @@ class StreamNode:
             evicted = self._pending.pop(victim, None)
             if evicted is None:
                 continue
-            if evicted.core.handshake.expected_step == 0 and evicted.sink is not None:
+            handshake = evicted.core.handshake
+            if handshake is not None and handshake.expected_step == 0 and evicted.sink is not None:
                 # No HELLO yet (idle, partial or slow sockets): closed without a word, which
                 # spares a write per flood connection; the core ends when the transport does.
-                evicted.sink.close_transport()
+                # Aborted, not half-closed: there is no ERROR to deliver, so nothing to linger for.
+                evicted.sink.abort_transport()
             else:
                 evicted.abort(ErrorCode.SERVER_BUSY, "handshake evicted: too many in progress")
         core = StreamConnection(self.config, self.identity, is_client=False, now=now)

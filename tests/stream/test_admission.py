@@ -193,7 +193,9 @@ def test_cookie_echo_twice_or_of_wrong_size_fails_the_handshake() -> None:
 
 def test_a_burst_does_not_evict_a_client_before_its_hello_is_read() -> None:
     adm = HandshakeAdmission(
-        AdmissionConfig(max_pending=500, per_source=4, per_prefix=8, cookie_threshold=500)
+        AdmissionConfig(
+            max_pending=500, per_source=4, per_prefix=8, cookie_threshold=500, hello_grace=0.5
+        )
     )
     for i in range(4):
         adm.admit(f"old{i}", "10.0.0.1", 0.0)

@@ -55,16 +55,16 @@ RANK_COOKIE = 2
 class AdmissionConfig:
     max_pending: int = 512
     """Handshakes in progress a responder keeps; a new connection evicts the least advanced one."""
-    per_source: int = 32
+    per_source: int = 64
     """Handshakes in progress from one address."""
-    per_prefix: int = 128
+    per_prefix: int = 256
     """Handshakes in progress from one /24 (IPv4) or /64 (IPv6) prefix."""
     cookie_threshold: int = 128
     """Handshakes in progress (counting the one asking) from which a HELLO needs a cookie
     (WireGuard's 128 queued initiations); 0: always."""
     cookie_period: float = 120.0
     """Seconds between cookie secret rotations (WireGuard: 120 s)."""
-    hello_grace: float = 0.5
+    hello_grace: float = 2.0
     """A connection younger than this is not evicted to honour a source's or prefix's share
     (the share may overflow meanwhile, up to ``max_pending``): a burst of connections accepted in
     one event-loop turn must not evict a client before its HELLO, already sent, is read."""

@@ -44,7 +44,9 @@ def _status_kb(pid: int, field: str) -> int:
 
 
 def _start_node(max_connections: int) -> tuple[subprocess.Popen[str], str, str]:
+    # --log-level warning: a "refuse" line per dropped flood connection would fill the pipe.
     args = [sys.executable, "-m", "dapsdk.cli", "stream-server", "--ready"]
+    args += ["--log-level", "warning"]
     args += ["--listen", "tcp://127.0.0.1:0", "--listen", "quic://127.0.0.1:0"]
     args += ["--max-connections", str(max_connections)]
     proc = subprocess.Popen(

@@ -8,7 +8,7 @@ from pathlib import Path
 from dapsdk.services.media.convert_sink import ConvertingSink
 from dapsdk.services.media.model import MediaPacket, from_av_packet
 from dapsdk.services.media.player import FileSink
-from dapsdk.services.media.transcode import FORMATS, Rendition, open_source
+from dapsdk.services.media.transcode import FORMATS, KEEP_SOURCE, Rendition, open_source
 from dapsdk.services.media.transcoded_source import TranscodedSource
 from tests.media.clips import Clip, ClipSet
 from tests.media.probe import frame_md5s, streams
@@ -67,5 +67,18 @@ def test_transcoded_source_for_vod_import(clips: ClipSet) -> None:
         for packet in source.packets():
             counts[packet.track] = counts.get(packet.track, 0) + 1
         assert abs(counts[0] - 60) <= 1 and abs(counts[1] - 60) <= 1 and counts[2] > 90
+    finally:
+        source.close()
+
+
+def test_keep_source_codecs_and_add_h264_renditions(clips: ClipSet) -> None:
+    source = TranscodedSource(
+        str(clips.vp9_opus.path), ladder=(Rendition("160p", 160, 200_000),), target=KEEP_SOURCE
+    )
+    try:
+        assert [(t.codec, t.rendition) for t in source.info.tracks] == [
+            ("vp9", "source"), ("h264", "160p"), ("opus", "source"),
+        ]  # fmt: skip
+        assert source.transcodes
     finally:
         source.close()

@@ -111,6 +111,11 @@ class FormatSpec:
     audio_encoder: str
 
 
+#: In :attr:`FormatSpec.video` / ``audio``: every codec is kept as it is.
+ANY: Final = "*"
+#: Keep the source's codecs; renditions are H.264 (what VoD import does without ``--formats``).
+KEEP_SOURCE: Final = FormatSpec("source", (ANY,), (ANY,), "libx264", "aac")
+
 FORMATS: Final = {
     "mp4": FormatSpec("mp4", ("h264",), ("aac",), "libx264", "aac"),
     "webm": FormatSpec("webm", ("vp9", "vp8"), ("opus",), "libvpx-vp9", "libopus"),
@@ -258,7 +263,7 @@ class MediaPipeline:
         audio_tracks = [i for i, t in enumerate(source.tracks) if not t.is_video]
         for index in video_tracks[:1]:
             track = source.tracks[index]
-            copy = track.codec in target.video
+            copy = track.codec in target.video or ANY in target.video
             rungs = ladder_for(track.height, ladder)
             if copy:
                 self._add(_Output(len(self._outputs), index), source_streams[index], streams)
@@ -278,7 +283,7 @@ class MediaPipeline:
                 renditions.append(rung.name)
         for index in audio_tracks[:1]:
             track = source.tracks[index]
-            if track.codec in target.audio:
+            if track.codec in target.audio or ANY in target.audio:
                 self._add(_Output(len(self._outputs), index), source_streams[index], streams)
             else:
                 self._add(self._audio_output(index, track), None, streams)

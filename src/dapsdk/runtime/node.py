@@ -128,6 +128,7 @@ class StreamNode:
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: TimerWheel | None = None
+        self._by_peer: dict[NodeAddress, dict[int, Stream]] = {}
 
     @property
     def address(self) -> NodeAddress:
@@ -486,12 +487,11 @@ class StreamNode:
                 stream.peer.address,
                 extra={"event": "connect", **stream.log_fields()},
             )
-        same_peer = [
-            s
-            for s in self.streams.values()
-            if s.peer.address == stream.peer.address and s.is_active
-        ]
-        stream.primary = not any(s.primary for s in same_peer if s is not stream)
+        # Streams indexed by peer: finding the peer's other streams must not scan all of them
+        # (at 10,000 streams that scan was most of the node's CPU during a connect ramp).
+        same_peer = self._by_peer.setdefault(stream.peer.address, {})
+        stream.primary = not any(s.primary and s.is_active for s in same_peer.values())
+        same_peer[stream.id] = stream
         if not stream.is_client:
             session = self._new_session(stream.peer.address, None)
             session.stream = stream
@@ -504,10 +504,15 @@ class StreamNode:
             if not stream.is_client:
                 session.is_active = False
                 self.sessions.pop(session.id, None)
+        same_peer = self._by_peer.get(stream.peer.address)
+        if same_peer is not None:
+            same_peer.pop(stream.id, None)
+            if not same_peer:
+                del self._by_peer[stream.peer.address]
         if stream.primary:
             stream.primary = False
-            for other in self.streams.values():
-                if other.peer.address == stream.peer.address and other.is_active:
+            for other in (same_peer or {}).values():
+                if other.is_active:
                     other.primary = True
                     break
         for key, pooled in list(self._pool.items()):

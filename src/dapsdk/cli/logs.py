@@ -107,7 +107,8 @@ def logging_options(command: F) -> F:
 
 
 def client_logging_options(command: F) -> F:
-    """The same for client commands, whose default level is warning (no connect lines)."""
+    """The same with warning as the default level (no connect lines): client commands, and the
+    echo peer ``avrs stream-server``, whose callers (tests, scripts) often do not read stderr."""
     return _logging_options(command, "warning")
 
 

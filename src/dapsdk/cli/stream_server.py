@@ -9,7 +9,7 @@ import click
 from ..runtime.channel import Channel
 from ..runtime.loop import run
 from ..runtime.node import ChannelProc, StreamNode
-from .logs import logging_options
+from .logs import client_logging_options
 from .signals import announce_and_serve
 
 
@@ -64,7 +64,7 @@ async def serve(urls: tuple[str, ...], ready_line: bool, max_connections: int = 
     show_default=True,
     help="Established streams accepted; beyond: ERROR CONNECTION_LIMIT.",
 )
-@logging_options
+@client_logging_options
 def stream_server(urls: tuple[str, ...], ready: bool, max_connections: int) -> None:
     """Run a dap_stream echo node: every message on any channel is sent back on that channel.
     Prints the bound URLs (with the node address to pin as ?node=...)."""

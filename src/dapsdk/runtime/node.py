@@ -34,6 +34,34 @@ log = logging.getLogger("dapsdk.runtime.node")
 DEFAULT_MAX_PENDING_HANDSHAKES = AdmissionConfig().max_pending
 
 
+#: Handshake-refusal log lines per second at most; the rest are counted and summarised.
+REFUSAL_LOG_PER_SECOND = 10
+
+
+class _LogBudget:
+    """At most ``per_second`` log lines per one-second window; when a window had more, one line
+    says how many were suppressed."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second = per_second
+        self._window = -1.0
+        self._used = 0
+        self._suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        window = float(int(now))
+        if window != self._window:
+            if self._suppressed:
+                log.info("refuse: %d more handshake refusals not logged", self._suppressed,
+                         extra={"event": "refuse", "suppressed": self._suppressed})  # fmt: skip
+            self._window, self._used, self._suppressed = window, 0, 0
+        if self._used < self.per_second:
+            self._used += 1
+            return True
+        self._suppressed += 1
+        return False
+
+
 def peer_host(sink: object) -> str:
     """The remote address of a transport adapter (its ``peername``), "" when unknown."""
     peername = getattr(sink, "peername", None)
@@ -116,6 +144,8 @@ class StreamNode:
         self.channel_procs: dict[int, ChannelProc] = {}
         self.default_channel_proc: ChannelProc | None = None
         """Handlers for peer-opened channels that have no proc of their own."""
+        self._refusal_log = _LogBudget(REFUSAL_LOG_PER_SECOND)
+        """A flood of refused handshakes must not become a flood of log lines."""
         self.known_hosts: KnownHosts | None = None
         """Trust-on-first-use pins for URLs without ``?node=`` (see :mod:`.known_hosts`)."""
         self.on_stream: Callable[[Stream], None] | None = None
@@ -416,7 +446,11 @@ class StreamNode:
                     else:
                         error = ProtocolError(event.reason, code=ErrorCode.coerce(event.code))  # type: ignore[arg-type]
                     handshake.set_exception(error)
-                elif handshake is None and log.isEnabledFor(logging.INFO):
+                elif (
+                    handshake is None
+                    and log.isEnabledFor(logging.INFO)
+                    and self._refusal_log.allow(loop.time())
+                ):
                     name = getattr(driver.sink, "peername", None)
                     log.info(
                         "refuse: handshake %s: %s",

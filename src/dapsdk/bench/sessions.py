@@ -67,6 +67,12 @@ def _proc_rss_kb(pid: int) -> int:
     raise SessionsBenchError(f"no VmRSS for pid {pid}")
 
 
+def _proc_open_fds(pid: int) -> int:
+    """Open file descriptors of the node: its listening socket, a few for the loop, and one
+    per live connection (the live session count, seen from outside)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def _proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -230,6 +236,7 @@ def run_sessions_bench(
                 break
         time.sleep(0.5)  # let the node settle before the baseline (imports, first GC)
         rss_before = _proc_rss_kb(node.pid)
+        fds_before = _proc_open_fds(node.pid)
         per_worker = [
             sessions // workers + (1 if i < sessions % workers else 0) for i in range(workers)
         ]
@@ -256,6 +263,7 @@ def run_sessions_bench(
         ramp_s = max(r["last"] for r in reports) - min(r["first"] for r in reports)
         ramp_latencies = [x for r in reports for x in r["latencies_ms"]]
         rss_full = _proc_rss_kb(node.pid)
+        live_full = _proc_open_fds(node.pid) - fds_before
         # Idle: every session held, nothing but keepalive on the wire.
         cpu_0 = _proc_cpu_s(node.pid)
         wall_0 = time.monotonic()
@@ -263,6 +271,7 @@ def run_sessions_bench(
         cpu_1 = _proc_cpu_s(node.pid)
         wall_1 = time.monotonic()
         rss_idle = _proc_rss_kb(node.pid)
+        live_idle = _proc_open_fds(node.pid) - fds_before
         keepalive_cpu_pct = 100.0 * (cpu_1 - cpu_0) / (wall_1 - wall_0)
         # New clients while every session is held (a few at a time, like arriving users).
         prober = _spawn(
@@ -291,8 +300,12 @@ def run_sessions_bench(
             "rss_kb_before": rss_before,
             "rss_kb_at_full": rss_full,
             "rss_kb_after_idle": rss_idle,
-            "rss_kb_per_session": round((rss_full - rss_before) / max(1, connected), 2),
+            "node_live_sessions_at_full": live_full,
+            "node_live_sessions_after_idle": live_idle,
+            # per session the node held when the memory was read (its open sockets)
+            "rss_kb_per_session": round((rss_full - rss_before) / max(1, live_full), 2),
             "keepalive_cpu_pct": round(keepalive_cpu_pct, 2),
+            "keepalive_cpu_sessions": (live_full + live_idle) // 2,
             "idle_seconds": idle_seconds,
             "handshakes_per_s": round(connected / ramp_s, 1) if ramp_s > 0 else 0.0,
             "ramp_seconds": round(ramp_s, 3),

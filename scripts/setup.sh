@@ -37,3 +37,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[dev]'
+
+# hls.js for the watch page, from npm, served locally by the gateway (never from a CDN)
+if command -v npm >/dev/null; then
+    (cd web && npm install --no-audit --no-fund --silent >/dev/null)
+    cp web/node_modules/hls.js/dist/hls.min.js src/dapsdk/gateway/static/hls.min.js
+elif [ "${CI:-}" = "true" ]; then
+    echo "setup: npm is missing (needed for hls.js)" >&2
+    exit 1
+else
+    echo "setup: warning: npm missing; the watch page will use native HLS or the low-latency mode" >&2
+fi

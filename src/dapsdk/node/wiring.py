@@ -22,12 +22,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dapsdk.avrs.callbacks import ContentCallbacks
 from dapsdk.avrs.config import AvrsConfig
 from dapsdk.avrs.constants import Role
 from dapsdk.avrs.directory import ContentInfo
 from dapsdk.avrs.signing import AvrsSigner, SignatureAlgorithm, identity_of
+from dapsdk.gateway.app import Gateway
 from dapsdk.runtime.endpoint import Endpoint
 from dapsdk.runtime.http_service import HttpRequest, HttpResponse, HttpService
 from dapsdk.runtime.node import Listener, StreamNode
@@ -96,6 +98,8 @@ class AvrsNode:
     """``(label, url)`` of further services a user needs (RTMP ingest, HTTP gateway): services
     composed onto the node append theirs; ``avrs node`` prints each as ``label url``."""
     _join_task: asyncio.Future[None] | None = None
+    gateway: Gateway | None = None
+    """The HTTP gateway (HLS, REST, metrics, pages, ``/ws``) once :meth:`start_gateway` ran."""
 
     @property
     def identity(self) -> NodeIdentity:
@@ -206,7 +210,21 @@ class AvrsNode:
         except (OSError, TimeoutError, ConnectionError, DapError) as exc:
             log.warning("could not join at the host %s: %s", self.config.avrs.host_address, exc)
 
+    async def start_gateway(
+        self, host: str = "127.0.0.1", port: int = 8080, **options: Any
+    ) -> Gateway:
+        """Serve this node's gateway on ``host:port`` (0: a free port); ``options`` go to
+        :class:`~dapsdk.gateway.app.Gateway` (catalog, node_lister, vod_root, timings)."""
+        if self.gateway is None:
+            gateway = Gateway(self, **options)
+            await gateway.start(host, port)
+            self.gateway = gateway
+        return self.gateway
+
     async def close(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+            self.gateway = None
         if self.ingest is not None:
             await self.ingest.close()
         if self.media is not None:

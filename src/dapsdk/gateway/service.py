@@ -1,0 +1,150 @@
+"""The gateway's state and the logic behind its handlers (the handlers in :mod:`.app` only parse
+requests and render answers).
+
+:class:`GatewayState` holds what every handler reads: the node (optional: a gateway can serve a
+catalog alone), the content catalog, quality reports, HTTP counters and the cluster view (the
+nodes the dashboard shows). The cluster view is a callable so that the composition root decides
+where it comes from: the local node and its cluster directory by default, the whole in-process
+cluster in ``avrs demo``, the registry once clusters share one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..avrs.constants import Role
+from ..services.auth.roles import format_roles
+from ..services.auth.tokens import TokenVerifier
+from .content import ContentCatalog
+from .metrics import HttpCounters
+from .qoe import QoeAggregator
+
+if TYPE_CHECKING:
+    from ..node.wiring import AvrsNode
+    from ..services.avrs_channels import AvrsBinding
+
+NodeLister = Callable[[], list[dict[str, Any]]]
+
+
+def role_names(roles: Role) -> list[str]:
+    text = format_roles(roles)
+    return [] if text == "none" else text.split(",")
+
+
+def node_summary(node: AvrsNode, http: str | None = None) -> dict[str, Any]:
+    """One node as the dashboard and ``/api/v1/nodes`` show it."""
+    stream_node = node.stream_node
+    stats = [s.get_stats() for s in stream_node.streams.values()]
+    return {
+        "address": str(node.address),
+        "roles": role_names(node.role),
+        "cluster": node.config.avrs.cluster_id,
+        "listen": node.urls,
+        "http": http,
+        "load": {
+            "connections": len(stream_node.streams),
+            "sessions": len(node.service.sessions),
+            "bytes_in": sum(s.bytes_received for s in stats),
+            "bytes_out": sum(s.bytes_sent for s in stats),
+            "cpu_load": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
+        },
+    }
+
+
+@dataclass(slots=True)
+class GatewayState:
+    node: AvrsNode | None
+    catalog: ContentCatalog
+    qoe: QoeAggregator = field(default_factory=QoeAggregator)
+    http: HttpCounters = field(default_factory=HttpCounters)
+    node_lister: NodeLister | None = None
+    url: str | None = None
+    """Where this gateway listens (set when it starts)."""
+    started_at: float = field(default_factory=time.time)
+    vod_root: Path | None = None
+    """Directory VoD imports may read from (None: VoD import through REST is refused)."""
+
+    @property
+    def token_verifier(self) -> TokenVerifier | None:
+        if self.node is None:
+            return None
+        return self.node.credentials.token_verifier
+
+    @property
+    def cluster_owner(self) -> bytes | None:
+        return self.node.directory.info.owner if self.node is not None else None
+
+    def bindings(self) -> Iterator[AvrsBinding]:
+        if self.node is None:
+            return iter(())
+        return iter(list(self.node.service.bindings.values()))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        if self.node_lister is not None:
+            return self.node_lister()
+        if self.node is None:
+            return []
+        return [node_summary(self.node, self.url)]
+
+    def cluster(self) -> dict[str, Any]:
+        nodes = self.nodes()
+        info: dict[str, Any] = {"nodes": len(nodes), "contents": len(self.catalog.contents)}
+        if self.node is not None:
+            directory = self.node.directory
+            members = directory.info.members
+            info.update(
+                {
+                    "name": directory.name,
+                    "id": directory.cluster_id.hex(),
+                    "owner": directory.info.owner.hex(),
+                    "members": [
+                        {"identity": ident.hex(), "roles": role_names(Role(int(roles) & 0xFFFF))}
+                        for ident, roles in list(members.items())[:1000]
+                    ],
+                }
+            )
+        return info
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Open AVRS sessions and low-latency WebSocket viewers."""
+        out: list[dict[str, Any]] = []
+        if self.node is not None:
+            registry = self.node.service.sessions
+            for sid, session in list(getattr(registry, "_sessions", {}).items())[:1000]:
+                out.append(
+                    {
+                        "id": sid.hex(),
+                        "kind": "avrs",
+                        "state": str(getattr(session, "state", "")),
+                    }
+                )
+        for content in self.catalog.list():
+            for rendition in content.renditions.values():
+                for index, _sub in enumerate(list(rendition.subscribers)[:1000]):
+                    out.append(
+                        {
+                            "id": f"{content.id}/{rendition.name}/{index}",
+                            "kind": "low-latency",
+                            "content": content.id,
+                        }
+                    )
+            for viewer in list(content.hls_sessions)[:1000]:
+                out.append({"id": viewer, "kind": "hls", "content": content.id})
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The dashboard's periodic snapshot."""
+        now = time.time()
+        self.catalog.refresh_viewers(now)
+        return {
+            "time": now,
+            "nodes": self.nodes(),
+            "contents": [c.to_json() for c in self.catalog.list()],
+            "qoe": {c.id: self.qoe.summary(c.id, now) for c in self.catalog.list()},
+            "http": {"bytes_out": self.http.bytes_out, "requests": self.http.requests},
+        }

@@ -1,0 +1,67 @@
+"""Gateway fixtures: a real node (embedded sandbox cluster) with its gateway on a free port, a
+live ``testsrc`` broadcast in two renditions and a VoD item imported from a generated clip."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from dapsdk.gateway.app import Gateway
+from dapsdk.gateway.content import ContentType
+from dapsdk.gateway.testsrc import RenditionSpec, TestPatternSource, write_test_clip
+from dapsdk.gateway.vod import import_vod
+from dapsdk.node.sandbox import Sandbox
+from dapsdk.node.wiring import AvrsNode
+from dapsdk.services.auth import Role
+
+LADDER = (RenditionSpec("360p", 640, 360, 600_000), RenditionSpec("180p", 320, 180, 200_000))
+
+
+@dataclass
+class GatewayEnv:
+    sandbox: Sandbox
+    node: AvrsNode
+    gateway: Gateway
+    url: str
+    http: aiohttp.ClientSession
+    source: TestPatternSource
+
+    def token(self, role: Role = Role.CLIENT, subject: str = "user-1") -> str:
+        return self.sandbox.token(subject, role=role)
+
+
+async def wait_until(predicate, timeout: float = 15.0, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(step)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
+    sandbox = Sandbox(tmp_path)
+    node = await sandbox.start_server()
+    vod_dir = tmp_path / "vod"
+    vod_dir.mkdir()
+    gateway = await node.start_gateway(port=0, vod_root=vod_dir)
+    catalog = gateway.catalog
+    catalog.declare("live1", ContentType.LIVE, title="Live test pattern")
+    for spec in LADDER:
+        catalog.add_rendition("live1", spec.name, width=spec.width, height=spec.height)
+    source = TestPatternSource(lambda r, s: catalog.push("live1", r, s), ladder=LADDER)
+    source.start()
+    clip = await asyncio.to_thread(write_test_clip, vod_dir / "clip.mp4", seconds=3)
+    await import_vod(catalog, "vod1", clip, title="Clip")
+    live = catalog.contents["live1"]
+    await wait_until(lambda: all(len(r.hls.segments) >= 2 for r in live.renditions.values()))
+    async with aiohttp.ClientSession() as http:
+        yield GatewayEnv(sandbox, node, gateway, gateway.url, http, source)
+    await source.stop()
+    await node.close()

@@ -13,12 +13,13 @@ import aiohttp
 import pytest
 
 from dapsdk.gateway.app import Gateway
-from dapsdk.gateway.content import ContentType
+from dapsdk.gateway.avrs_feed import RENDITION_FLOWS, publisher_sink
 from dapsdk.gateway.testsrc import RenditionSpec, TestPatternSource, write_test_clip
 from dapsdk.gateway.vod import import_vod
 from dapsdk.node.sandbox import Sandbox
 from dapsdk.node.wiring import AvrsNode
 from dapsdk.services.auth import Role
+from dapsdk.services.avrs_cluster import content_guuid
 
 LADDER = (RenditionSpec("360p", 640, 360, 600_000), RenditionSpec("180p", 320, 180, 200_000))
 
@@ -52,10 +53,16 @@ async def env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
     vod_dir.mkdir()
     gateway = await node.start_gateway(port=0, vod_root=vod_dir)
     catalog = gateway.catalog
-    catalog.declare("live1", ContentType.LIVE, title="Live test pattern")
-    for spec in LADDER:
-        catalog.add_rendition("live1", spec.name, width=spec.width, height=spec.height)
-    source = TestPatternSource(lambda r, s: catalog.push("live1", r, s), ladder=LADDER)
+    # live1 arrives the real way: a camera node publishes signed H.264 over AVRS (dap_stream on
+    # loopback TCP) into the node, whose gateway packages it
+    assert gateway.feed is not None
+    gateway.feed.bind("live1", LADDER, title="Live test pattern")
+    _camera_node, camera, handle = await sandbox.start_publisher(
+        node.urls[0], "live1", flows=RENDITION_FLOWS[: len(LADDER)], codecs=("h264",) * len(LADDER)
+    )
+    source = TestPatternSource(
+        publisher_sink(camera, handle, content_guuid("live1"), LADDER), ladder=LADDER
+    )
     source.start()
     clip = await asyncio.to_thread(write_test_clip, vod_dir / "clip.mp4", seconds=3)
     await import_vod(catalog, "vod1", clip, title="Clip")
@@ -64,4 +71,6 @@ async def env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
     async with aiohttp.ClientSession() as http:
         yield GatewayEnv(sandbox, node, gateway, gateway.url, http, source)
     await source.stop()
+    await camera.close()
+    await _camera_node.close()
     await node.close()

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from ..runtime.ws import mount_stream_endpoint
 from . import http_api, http_hls, pages
+from .avrs_feed import AvrsFeed
 from .content import ContentCatalog
 from .hls import HlsTimings
 from .metrics import build_registry
@@ -66,6 +67,8 @@ class Gateway:
         http_api.add_routes(r)
         if node is not None and mount_ws:
             mount_stream_endpoint(self.app, node.stream_node, "/ws")
+        self.feed = AvrsFeed(self.state.catalog, node.service) if node is not None else None
+        """AVRS publishers' media into the catalog (see :meth:`AvrsFeed.bind`)."""
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -98,6 +101,8 @@ class Gateway:
         return self.state.url
 
     async def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
         for content in self.catalog.list():
             for rendition in content.renditions.values():
                 for sub in list(rendition.subscribers):

@@ -115,10 +115,18 @@ class Sandbox:
         return node
 
     async def start_publisher(
-        self, url: str, content: str, *, name: str = "camera", title: str = "Lecture"
+        self,
+        url: str,
+        content: str,
+        *,
+        name: str = "camera",
+        title: str = "Lecture",
+        flows: str = "av",
+        codecs: tuple[str, ...] = ("h264", "aac"),
     ) -> tuple[AvrsNode, AvrsClient, int]:
         """A publisher node with a SERVER certificate: joins with the certificate, declares
-        ``content`` (flows "av"), attaches it for input and starts. Returns (node, client, handle)."""
+        ``content`` (``flows``, default "av"), attaches it for input and starts. Returns (node,
+        client, handle)."""
         node = await self.start_client(name, url, certificate=True)
         client = await node.connect_client()
         await client.open()
@@ -129,7 +137,7 @@ class Sandbox:
             raise SandboxError(f"publisher join refused: {reply.token} ({reply.code:#x})")
         content_id = content_guuid(content)
         await client.add_content(
-            self.cluster_id, content_id, "av", codecs=("h264", "aac"), title=title, name=content
+            self.cluster_id, content_id, flows, codecs=codecs, title=title, name=content
         )
         handle = await client.attach(self.cluster_id, content_id, ContentFlag.STREAMING_IN)
         await client.start()

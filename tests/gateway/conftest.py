@@ -4,6 +4,7 @@ live ``testsrc`` broadcast in two renditions and a VoD item imported from a gene
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,14 +13,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from dapsdk.avrs.errors import AvrsError
 from dapsdk.gateway.app import Gateway
-from dapsdk.gateway.avrs_feed import RENDITION_FLOWS, publisher_sink
-from dapsdk.gateway.testsrc import RenditionSpec, TestPatternSource, write_test_clip
+from dapsdk.gateway.testsrc import LadderSource, RenditionSpec, write_test_clip
 from dapsdk.gateway.vod import import_vod
 from dapsdk.node.sandbox import Sandbox
 from dapsdk.node.wiring import AvrsNode
 from dapsdk.services.auth import Role
-from dapsdk.services.avrs_cluster import content_guuid
+from dapsdk.services.avrs_client import AvrsClient
+from dapsdk.services.media.publisher import publish
 
 LADDER = (RenditionSpec("360p", 640, 360, 600_000), RenditionSpec("180p", 320, 180, 200_000))
 
@@ -31,7 +33,7 @@ class GatewayEnv:
     gateway: Gateway
     url: str
     http: aiohttp.ClientSession
-    source: TestPatternSource
+    camera: AvrsClient
 
     def token(self, role: Role = Role.CLIENT, subject: str = "user-1") -> str:
         return self.sandbox.token(subject, role=role)
@@ -54,23 +56,35 @@ async def env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
     gateway = await node.start_gateway(port=0, vod_root=vod_dir)
     catalog = gateway.catalog
     # live1 arrives the real way: a camera node publishes signed H.264 over AVRS (dap_stream on
-    # loopback TCP) into the node, whose gateway packages it
+    # loopback TCP) into the node's media hub, whose gateway packages it
     assert gateway.feed is not None
-    gateway.feed.bind("live1", LADDER, title="Live test pattern")
-    _camera_node, camera, handle = await sandbox.start_publisher(
-        node.urls[0], "live1", flows=RENDITION_FLOWS[: len(LADDER)], codecs=("h264",) * len(LADDER)
+    guuid = gateway.feed.name("live1")
+    camera_node = await sandbox.start_client("camera", node.urls[0], certificate=True)
+    camera = await camera_node.connect_client()
+    await camera.open()
+    joined = await camera.join(
+        sandbox.cluster_id, certificate=(tmp_path / "camera.crt").read_bytes()
     )
-    source = TestPatternSource(
-        publisher_sink(camera, handle, content_guuid("live1"), LADDER), ladder=LADDER
-    )
-    source.start()
+    assert joined.code == AvrsError.SUCCESS, joined.token
+    source = LadderSource(ladder=LADDER, title="Live test pattern")
+    publishing = asyncio.ensure_future(publish(camera, sandbox.cluster_id, guuid, source))
     clip = await asyncio.to_thread(write_test_clip, vod_dir / "clip.mp4", seconds=3)
     await import_vod(catalog, "vod1", clip, title="Clip")
+    await wait_until(lambda: "live1" in catalog.contents)
     live = catalog.contents["live1"]
-    await wait_until(lambda: all(len(r.hls.segments) >= 2 for r in live.renditions.values()))
+    await wait_until(
+        lambda: (
+            len(live.renditions) == len(LADDER)
+            and all(len(r.hls.segments) >= 2 for r in live.renditions.values())
+        )
+    )
     async with aiohttp.ClientSession() as http:
-        yield GatewayEnv(sandbox, node, gateway, gateway.url, http, source)
-    await source.stop()
+        yield GatewayEnv(sandbox, node, gateway, gateway.url, http, camera)
+    source.stop()
+    publishing.cancel()
+    with contextlib.suppress(BaseException):
+        await publishing
+    source.close()
     await camera.close()
-    await _camera_node.close()
+    await camera_node.close()
     await node.close()

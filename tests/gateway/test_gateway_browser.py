@@ -38,7 +38,7 @@ async def _player(page: Page) -> dict[str, Any]:
     )
 
 
-async def _wait(page: Page, expression: str, timeout_ms: int = 30_000) -> None:
+async def _wait(page: Page, expression: str, timeout_ms: int = 60_000) -> None:
     await page.wait_for_function(expression, timeout=timeout_ms, polling=100)
 
 

@@ -7,8 +7,13 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 
-from .conftest import GatewayEnv
+from dapsdk.gateway.testsrc import write_test_clip
+from dapsdk.services.media.publisher import publish
+from dapsdk.services.media.source import FileSource
+
+from .conftest import GatewayEnv, wait_until
 
 
 async def _ffprobe(url: str) -> dict:  # type: ignore[type-arg]
@@ -103,3 +108,33 @@ async def test_unknown_content_and_rendition_are_refused(env: GatewayEnv) -> Non
         assert (await r.json(content_type=None))["token"] == "CONTENT_FLOW_WRONG_ID"
     async with env.http.get(f"{env.url}/hls/live1/180p/index.m3u8?_HLS_msn=abc") as r:
         assert r.status == 400
+
+
+async def test_avcc_media_from_an_mp4_file_is_packaged_too(env: GatewayEnv, tmp_path: Path) -> None:
+    """An MP4 remuxed live (length-prefixed samples, avcC extradata) goes through
+    h264_mp4toannexb and plays like the encoder's Annex B."""
+    assert env.gateway.feed is not None
+    guuid = env.gateway.feed.name("fromfile")
+    clip = await asyncio.to_thread(write_test_clip, tmp_path / "file.mp4", seconds=3)
+    source = FileSource(str(clip))
+    node2 = await env.sandbox.start_client("camera2", env.node.urls[0], certificate=True)
+    camera2 = await node2.connect_client()
+    await camera2.open()
+    cert = (env.sandbox.root / "camera2.crt").read_bytes()
+    assert (await camera2.join(env.sandbox.cluster_id, certificate=cert)).code == 0
+    publishing = asyncio.ensure_future(publish(camera2, env.sandbox.cluster_id, guuid, source))
+    await wait_until(
+        lambda: (
+            "fromfile" in env.gateway.catalog.contents
+            and any(
+                len(r.hls.segments) >= 2
+                for r in env.gateway.catalog.contents["fromfile"].renditions.values()
+            )
+        )
+    )
+    probe = await _ffprobe(f"{env.url}/hls/fromfile/master.m3u8")
+    assert [(s["width"], s["height"]) for s in probe["streams"]] == [(480, 270)]
+    await publishing
+    source.close()
+    await camera2.close()
+    await node2.close()

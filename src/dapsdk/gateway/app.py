@@ -18,9 +18,9 @@ from aiohttp import web
 
 from ..runtime.ws import mount_stream_endpoint
 from . import http_api, http_hls, pages
-from .avrs_feed import AvrsFeed
 from .content import ContentCatalog
 from .hls import HlsTimings
+from .hub_feed import HubFeed
 from .metrics import build_registry
 from .service import GatewayState, NodeLister
 
@@ -67,8 +67,8 @@ class Gateway:
         http_api.add_routes(r)
         if node is not None and mount_ws:
             mount_stream_endpoint(self.app, node.stream_node, "/ws")
-        self.feed = AvrsFeed(self.state.catalog, node.service) if node is not None else None
-        """AVRS publishers' media into the catalog (see :meth:`AvrsFeed.bind`)."""
+        self.feed = HubFeed(self.state.catalog, node.hub) if node is not None else None
+        """The node's live contents (media hub) into the catalog (see :meth:`HubFeed.name`)."""
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 

@@ -3,16 +3,18 @@ with libx264 into one or more renditions, and short clips written to MP4 files f
 
 from __future__ import annotations
 
-import asyncio
+import io
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
-from .packager import MediaSample
+from ..services.media.model import MediaPacket, from_av_packet, media_info_from_streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,93 +31,76 @@ DEFAULT_LADDER = (
     RenditionSpec("180p", 320, 180, 250_000),
 )
 
-SampleSink = Callable[[str, MediaSample], None]
 
-
-def _encoder(spec: RenditionSpec, fps: int) -> av.VideoCodecContext:
-    codec = av.CodecContext.create("libx264", "w")
-    codec.width = spec.width
-    codec.height = spec.height
-    codec.pix_fmt = "yuv420p"
-    codec.framerate = Fraction(fps)
-    codec.time_base = Fraction(1, fps)
-    codec.gop_size = fps
-    options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline"}
-    if spec.bitrate:
-        codec.bit_rate = spec.bitrate
-    codec.options = options
-    return codec
-
-
-class TestPatternSource:
-    """A live ``testsrc`` broadcast: every frame encoded into each rendition of ``ladder`` and
-    handed to ``sink(rendition, sample)`` in real time (``fps`` frames per second)."""
+class LadderSource:
+    """A live ``testsrc`` broadcast encoded into every rendition of ``ladder``: a media
+    :class:`~dapsdk.services.media.publisher.Source` (``info`` + blocking ``packets()``) for
+    :func:`~dapsdk.services.media.publisher.publish` and in-process publishers. ``packets()``
+    yields each frame when its time comes (real time, paced in the producing thread), so the
+    publisher's signing clock is the capture clock. Track ``i`` is rendition ``ladder[i]``."""
 
     def __init__(
         self,
-        sink: SampleSink,
         *,
         ladder: Sequence[RenditionSpec] = DEFAULT_LADDER,
         fps: int = 30,
+        duration: float | None = None,
+        title: str = "testsrc",
         pattern: str = "testsrc",
     ) -> None:
-        if not ladder or fps < 1 or fps > 60:
+        if not ladder or not 1 <= fps <= 60:
             raise ValueError("need at least one rendition and 1 <= fps <= 60")
-        self.sink = sink
         self.ladder = tuple(ladder)
         self.fps = fps
-        self.pattern = pattern
+        self.duration = duration
         self.frames = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-
-    async def _run(self) -> None:
+        self._stop = threading.Event()
         big = max(self.ladder, key=lambda s: s.width * s.height)
-        source = av.open(
-            f"{self.pattern}=size={big.width}x{big.height}:rate={self.fps}", format="lavfi"
+        self._source = av.open(
+            f"{pattern}=size={big.width}x{big.height}:rate={fps}", "r", format="lavfi"
         )
-        encoders = {spec.name: _encoder(spec, self.fps) for spec in self.ladder}
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            for frame in source.decode(video=0):
-                due = started + self.frames / self.fps
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)  # pacing to real time, not synchronisation
-                captured = time.time()
-                for spec in self.ladder:
-                    scaled = frame.reformat(spec.width, spec.height, "yuv420p")
-                    scaled.pict_type = av.video.frame.PictureType.NONE
-                    scaled.pts = self.frames
-                    scaled.time_base = Fraction(1, self.fps)
-                    for packet in encoders[spec.name].encode(scaled):
-                        self.sink(spec.name, _sample(packet, self.fps, captured))
-                self.frames += 1
-        finally:
-            source.close()
+        self._out = av.open(io.BytesIO(), "w", format="nut")
+        self._streams: list[Any] = []
+        for spec in self.ladder:
+            options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps), "bf": "0",
+                       "profile": "baseline"}  # fmt: skip
+            if spec.bitrate:
+                options["b"] = str(spec.bitrate)
+            stream = self._out.add_stream(
+                "libx264", rate=fps, width=spec.width, height=spec.height, pix_fmt="yuv420p",
+                options=options,
+            )  # fmt: skip
+            self._streams.append(stream)
+        self._out.start_encoding()
+        self.info = media_info_from_streams(
+            self._streams, title=title, renditions=[spec.name for spec in self.ladder]
+        )
 
+    def packets(self) -> Iterator[MediaPacket]:
+        limit = None if self.duration is None else round(self.duration * self.fps)
+        started = time.monotonic()
+        for frame in self._source.decode(video=0):
+            if self._stop.is_set() or (limit is not None and self.frames >= limit):
+                break
+            delay = started + self.frames / self.fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # real-time pacing of a live source (worker thread)
+            for track, (spec, stream) in enumerate(zip(self.ladder, self._streams, strict=True)):
+                scaled = frame.reformat(spec.width, spec.height, "yuv420p")
+                scaled.pict_type = av.video.frame.PictureType.NONE
+                scaled.pts = self.frames
+                scaled.time_base = Fraction(1, self.fps)
+                for packet in stream.encode(scaled):
+                    yield from_av_packet(packet, track)
+            self.frames += 1
 
-def _sample(
-    packet: av.Packet,  # type: ignore[type-arg]
-    fps: int,
-    captured: float,
-) -> MediaSample:
-    pts = float((packet.pts or 0) / fps)
-    dts = float((packet.dts if packet.dts is not None else packet.pts or 0) / fps)
-    return MediaSample(bytes(packet), pts, dts, bool(packet.is_keyframe), captured)
+    def stop(self) -> None:
+        """Make ``packets()`` return at the next frame (from any thread)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._source.close()
 
 
 def write_test_clip(

@@ -1,8 +1,9 @@
-"""``avrs demo``: a whole dap_stream exchange in one process, with printed statistics.
+"""``avrs demo``: the whole system in one process on loopback (``node/demo_cluster.py``).
 
-Two nodes on loopback complete the handshake; the client opens several channels (control, file,
-media, a custom channel sealed with its own key), every callback fires, a 4 MiB file crosses in
-fragments, and both sides print their stats.
+``avrs demo --transport`` is the lower-level walkthrough: two nodes on loopback complete the
+dap_stream handshake, open several channels (control, file, media, a custom channel sealed with
+its own key), every callback fires, a 4 MiB file crosses in fragments; then a single-server AVRS
+exchange with signature checks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -136,8 +139,8 @@ def _stats(stats: StreamStats) -> dict[str, Any]:
 
 
 def say(as_json: bool, text: str) -> None:
-    if not as_json:
-        click.echo(text)
+    """Progress text: stdout, or stderr when stdout carries the JSON summary."""
+    click.echo(text, err=as_json)
 
 
 async def run_demo(*, as_json: bool, file_size: int, frames: int) -> dict[str, Any]:
@@ -148,23 +151,117 @@ async def run_demo(*, as_json: bool, file_size: int, frames: int) -> dict[str, A
     return report
 
 
-@click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option(
-    "--file-size",
-    default=4 * 1024 * 1024,
-    show_default=True,
-    help="Bytes sent on the FILE channel.",
-)
-@click.option("--frames", default=60, show_default=True, help="Generated H.264 frames to stream.")
-def demo(as_json: bool, file_size: int, frames: int) -> None:
-    """Run the demo on an embedded default, in one process, with nothing to download.
+async def run_cluster_demo(
+    *, http_port: int, duration: float | None, clients: int, as_json: bool
+) -> dict[str, Any]:
+    """The whole system (``node/demo_cluster.py``) until Ctrl-C or ``duration`` seconds."""
+    from ..node.demo_cluster import DemoCluster
+    from .signals import wait_for_stop_signal
 
-    Part 1, dap_stream: two nodes on loopback exchange traffic on several channels (every
-    callback fires, a file crosses in fragments, a channel is sealed end to end).
-    Part 2, AVReStream: a cluster (CA, host/server, camera, viewers) generated in a temporary
-    directory; the camera streams generated H.264, the viewer joins with a token, verifies every
-    frame's signature and decodes the video; an expired token is refused."""
+    with tempfile.TemporaryDirectory(prefix="avrs-demo-") as tmp:
+        demo = DemoCluster(Path(tmp), http_port=http_port, clients=clients)
+        try:
+            await demo.start()
+            say(as_json, f"dashboard  {demo.http}/")
+            for content in demo.contents:
+                say(as_json, f"watch      {content['watch']}   ({content['type']})")
+            say(as_json, f"metrics    {demo.http}/metrics   API {demo.http}/api/v1/contents")
+            for node in demo.node_summaries():
+                say(
+                    as_json,
+                    f"node       {node['name']:9} {','.join(node['roles']):9} {node['address']}",
+                )
+            say(as_json, "Ctrl-C stops the demo" if duration is None else f"running {duration:g} s")
+            stop = asyncio.ensure_future(
+                asyncio.sleep(duration) if duration is not None else wait_for_stop_signal()
+            )
+            while not stop.done():
+                await asyncio.wait({stop}, timeout=2.0)
+                if not stop.done():
+                    say(as_json, _live_line(demo))
+            return demo.report()
+        finally:
+            await demo.close()
+
+
+def _live_line(demo: Any) -> str:
+    nodes = demo.node_summaries()
+    sessions = sum(n["sessions"] for n in nodes)
+    parts = [f"{len(nodes)} nodes, {sessions} sessions"]
+    for node in demo.nodes.values():
+        gateway = node.gateway
+        if gateway is None:
+            continue
+        for content in gateway.catalog.list():
+            rates = "/".join(f"{r.hls.bandwidth / 1e3:.0f}" for r in content.renditions.values())
+            parts.append(
+                f"{content.id} {rates} kb/s {content.viewers + content.stream_viewers} viewers"
+            )
+    for client in demo.clients:
+        s = client.summary()
+        latency = "-" if s["latency_ms"] is None else f"{s['latency_ms']:.0f} ms"
+        parts.append(f"{client.name} {s['frames_decoded']} frames {latency}")
+    return " | ".join(parts)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object at the end.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--http-port", default=8080, show_default=True, help="Gateway port of server 1.")
+@click.option("--clients", default=3, show_default=True, help="Viewer clients to connect.")
+@click.option(
+    "--transport",
+    is_flag=True,
+    help="Instead: the dap_stream and single-server AVRS walkthrough (prints stats, exits).",
+)
+@click.option("--file-size", default=4 * 1024 * 1024, show_default=True, help="(--transport)")
+@click.option("--frames", default=60, show_default=True, help="(--transport)")
+def demo(
+    as_json: bool,
+    duration: float | None,
+    http_port: int,
+    clients: int,
+    transport: bool,
+    file_size: int,
+    frames: int,
+) -> None:
+    """The whole system in one process on loopback, on an embedded default (nothing to set up).
+
+    A cluster (host, balancer, two servers with the HTTP gateway, an operator), a live testsrc
+    broadcast in two renditions, a VoD item imported from a generated clip, an interactive
+    broadcast, and viewer clients that join through the balancer, verify and decode what they
+    receive and report their quality. Prints the dashboard and watch URLs and a live summary
+    until Ctrl-C (or ``--duration``); then a summary per client (``--json``: one object)."""
+    from ..node.demo_cluster import DemoError
+
+    if transport:
+        _transport_demo(as_json, file_size, frames)
+        return
+    if not 1 <= clients <= 50:
+        raise click.BadParameter("--clients must be 1..50")
+    try:
+        report = run(
+            run_cluster_demo(
+                http_port=http_port, duration=duration, clients=clients, as_json=as_json
+            )
+        )
+    except (OSError, DemoError) as exc:
+        raise click.ClickException(f"cannot start the demo: {exc}") from None
+    if as_json:
+        json.dump(report, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    for client in report["clients"]:
+        click.echo(
+            f"{client['name']}: {client['content']} ({client['rendition']}) on {client['server']}"
+            f"{' via the balancer' if client['via_balancer'] else ''}: "
+            f"{client['frames_received']} frames received, {client['frames_decoded']} decoded, "
+            f"first frame {client['first_frame_ms']} ms, {client['rendition_switches']} switches"
+            + (f", error {client['error']}" if client["error"] else "")
+        )
+
+
+def _transport_demo(as_json: bool, file_size: int, frames: int) -> None:
     report = run(run_demo(as_json=as_json, file_size=file_size, frames=frames))
     if as_json:
         json.dump(report, sys.stdout)

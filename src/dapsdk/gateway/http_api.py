@@ -129,7 +129,7 @@ async def get_nodes(request: web.Request) -> web.Response:
 async def get_contents(request: web.Request) -> web.Response:
     _authorize(request, AvrsChannel.CLUSTER, ClusterOp.LIST_REQ)
     state = _state(request)
-    state.catalog.refresh_viewers(time.time())
+    state.refresh_viewers()
     return _ok({"contents": [c.to_json() for c in state.catalog.list()]})
 
 

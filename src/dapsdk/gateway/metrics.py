@@ -48,6 +48,7 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self._state()
         now = time.time()
+        s.refresh_viewers()
         node = s.node
         streams = list(node.stream_node.streams.values()) if node is not None else []
         stats = [st.get_stats() for st in streams]

@@ -10,7 +10,6 @@ cluster in ``avrs demo``, the registry once clusters share one.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..avrs.constants import Role
 from ..services.auth.roles import format_roles
 from ..services.auth.tokens import TokenVerifier
+from ..services.avrs_cluster import content_guuid
 from .content import ContentCatalog
 from .metrics import HttpCounters
 from .qoe import QoeAggregator
@@ -37,23 +37,56 @@ def role_names(roles: Role) -> list[str]:
 
 
 def node_summary(node: AvrsNode, http: str | None = None) -> dict[str, Any]:
-    """One node as the dashboard and ``/api/v1/nodes`` show it."""
+    """One node of this process as the dashboard and ``/api/v1/nodes`` show it."""
     stream_node = node.stream_node
     stats = [s.get_stats() for s in stream_node.streams.values()]
     return {
         "address": str(node.address),
         "roles": role_names(node.role),
-        "cluster": node.config.avrs.cluster_id,
         "listen": node.urls,
         "http": http,
+        "draining": False,
         "load": {
             "connections": len(stream_node.streams),
             "sessions": len(node.service.sessions),
             "bytes_in": sum(s.bytes_received for s in stats),
             "bytes_out": sum(s.bytes_sent for s in stats),
-            "cpu_load": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
+            "bitrate_bps": None,
+            "cpu_percent": None,
         },
     }
+
+
+def registry_nodes(node: AvrsNode, http: str | None) -> list[dict[str, Any]]:
+    """Every live node of the cluster as the registry last showed it (load from their reports);
+    this node's own entry has its local counters."""
+    sync = node.sync
+    if sync is None or not sync.state.nodes:
+        return [node_summary(node, http)]
+    own = str(node.address)
+    out = []
+    for address, record in sorted(sync.state.nodes.items()):
+        if address == own:
+            entry = node_summary(node, http)
+        else:
+            entry = {
+                "address": address,
+                "roles": role_names(Role(record.roles & 0xFFFF)),
+                "listen": list(record.urls),
+                "http": None,
+                "draining": record.draining,
+                "load": {"connections": None, "sessions": 0, "bytes_in": None, "bytes_out": None},
+            }
+        load = sync.state.loads.get(address)
+        if load is not None:
+            entry["load"].update(
+                sessions=load.sessions,
+                bitrate_bps=load.bitrate,
+                cpu_percent=round(load.cpu_permille / 10, 1),
+            )
+        entry["draining"] = record.draining
+        out.append(entry)
+    return out
 
 
 @dataclass(slots=True)
@@ -89,7 +122,7 @@ class GatewayState:
             return self.node_lister()
         if self.node is None:
             return []
-        return [node_summary(self.node, self.url)]
+        return registry_nodes(self.node, self.url)
 
     def cluster(self) -> dict[str, Any]:
         nodes = self.nodes()
@@ -109,6 +142,26 @@ class GatewayState:
                 }
             )
         return info
+
+    def stream_viewers(self) -> dict[bytes, int]:
+        """Content GUUID -> AVRS sessions receiving it from this node (stream protocol viewers)."""
+        counts: dict[bytes, int] = {}
+        for binding in self.bindings():
+            session = binding.conn.session
+            if session is None or binding.lost:
+                continue
+            for slot in list(session.contents.values()):
+                if slot.streams_output:
+                    cid = slot.content.content_id
+                    counts[cid] = counts.get(cid, 0) + 1
+        return counts
+
+    def refresh_viewers(self) -> None:
+        """Recount every content's HLS, low-latency and stream-protocol viewers."""
+        self.catalog.refresh_viewers(time.time())
+        counts = self.stream_viewers()
+        for content in self.catalog.list():
+            content.stream_viewers = counts.get(content_guuid(content.id), 0)
 
     def sessions(self) -> list[dict[str, Any]]:
         """Open AVRS sessions and low-latency WebSocket viewers."""
@@ -140,7 +193,7 @@ class GatewayState:
     def summary(self) -> dict[str, Any]:
         """The dashboard's periodic snapshot."""
         now = time.time()
-        self.catalog.refresh_viewers(now)
+        self.refresh_viewers()
         return {
             "time": now,
             "nodes": self.nodes(),

@@ -63,7 +63,7 @@ class LadderSource:
         self._streams: list[Any] = []
         for spec in self.ladder:
             options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(fps), "bf": "0",
-                       "profile": "baseline"}  # fmt: skip
+                       "profile": "baseline", "x264-params": "repeat-headers=1"}  # fmt: skip
             if spec.bitrate:
                 options["b"] = str(spec.bitrate)
             stream = self._out.add_stream(

@@ -112,6 +112,7 @@ class Sandbox:
             self.identity(name)
         node = build_node(load_node_config(self.client_config(name, url, certificate=certificate)))
         await node.start()
+        await node.wait_joined()
         return node
 
     async def start_publisher(

@@ -182,6 +182,13 @@ class AvrsNode:
         self.announcements.append(("rtmp", f"{url}/NAME"))
         log.info("RTMP ingest on %s/NAME", url)
 
+    async def wait_joined(self) -> None:
+        """Wait until the join at the host that :meth:`start` began (server and balancer roles)
+        is answered. Open your own client session only after it: the join's session shares the
+        node's identity and stream, and closing it closes theirs."""
+        if self._join_task is not None:
+            await asyncio.shield(self._join_task)
+
     def _joins_host(self) -> bool:
         avrs = self.config.avrs
         return (

@@ -76,8 +76,11 @@
       const tr = document.createElement("tr"); tr.className = "node-row"; tr.dataset.address = n.address;
       cell(tr, n.address);
       const roles = cell(tr, ""); for (const role of n.roles) { const sp = document.createElement("span"); sp.className = "role"; sp.textContent = role; roles.appendChild(sp); }
-      cell(tr, n.load.connections); cell(tr, n.load.sessions); cell(tr, fmtBytes(n.load.bytes_in)); cell(tr, fmtBytes(n.load.bytes_out));
-      cell(tr, n.load.cpu_load.toFixed(2)); cell(tr, n.http || "");
+      const L = n.load;
+      cell(tr, L.connections == null ? "–" : L.connections); cell(tr, L.sessions);
+      cell(tr, L.bitrate_bps == null ? "–" : (L.bitrate_bps / 1e6).toFixed(2) + " Mb/s");
+      cell(tr, L.cpu_percent == null ? "–" : L.cpu_percent + " %");
+      cell(tr, L.bytes_out == null ? "–" : fmtBytes(L.bytes_out)); cell(tr, n.http || "");
       nodesBody.appendChild(tr);
     }
     drawTopology(s.nodes);
@@ -99,7 +102,7 @@
       const lat = series.latency[c.id] = series.latency[c.id] || [];
       lat.push(q.latency_ms || 0); if (lat.length > 120) lat.shift();
     }
-    const out = s.nodes.reduce((a, n) => a + n.load.bytes_out, 0) + s.http.bytes_out;
+    const out = s.nodes.reduce((a, n) => a + (n.load.bytes_out || 0), 0) + s.http.bytes_out;
     if (lastOut !== null) { series.throughput.push(Math.max(0, out - lastOut)); if (series.throughput.length > 120) series.throughput.shift(); }
     lastOut = out;
     chart("chart-throughput", [series.throughput], ["#6fb1ff"]);

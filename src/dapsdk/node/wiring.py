@@ -184,8 +184,7 @@ class AvrsNode:
 
     async def wait_joined(self) -> None:
         """Wait until the join at the host that :meth:`start` began (server and balancer roles)
-        is answered. Open your own client session only after it: the join's session shares the
-        node's identity and stream, and closing it closes theirs."""
+        is answered, so that the host's signed membership record exists before the node acts."""
         if self._join_task is not None:
             await asyncio.shield(self._join_task)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from dapsdk.avrs.errors import AvrsError
 from dapsdk.gateway.content import SUBSCRIBER_QUEUE, LiveSubscriber
 from dapsdk.gateway.packager import Chunk
+from dapsdk.gateway.qoe import HISTORY_BUCKETS, QoeAggregator, QoeReport
 from dapsdk.services.auth import Role
 
 from .conftest import GatewayEnv
@@ -145,3 +148,25 @@ async def test_the_dap_stream_websocket_transport_is_mounted_at_ws(env: GatewayE
     ) as ws:
         assert ws.protocol == "dapstream.v1"
         await ws.close()
+
+
+async def test_completed_qoe_minutes_go_to_the_cluster_registry(env: GatewayEnv) -> None:
+    sync = env.node.sync
+    assert sync is not None
+    state = env.gateway.state
+    report = QoeReport.parse({"content": "live1", "player": "reg", "latency_ms": 300.0})
+    state.qoe.add(report, 6000.0)
+    state.qoe.add(report, 6061.0)  # a new minute completes the first one
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (samples := await sync.registry.qoe()):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert samples[0]["content"] == "live1" and samples[0]["t"] == 6000.0
+    assert samples[0]["node"] == str(env.node.address) and samples[0]["latency_ms"] == 300.0
+
+
+def test_qoe_history_is_bounded_per_content() -> None:
+    qoe = QoeAggregator()
+    for minute in range(HISTORY_BUCKETS + 50):
+        qoe.add(QoeReport.parse({"content": "c", "player": "p"}), minute * 60.0)
+    assert len(qoe.history("c")) == HISTORY_BUCKETS

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -107,9 +107,12 @@ class _Player:
 
 
 class QoeAggregator:
-    def __init__(self) -> None:
+    def __init__(self, on_point: Callable[[str, dict[str, float]], None] | None = None) -> None:
         self.players: dict[str, _Player] = {}
         self.contents: dict[str, ContentQoe] = {}
+        self.on_point = on_point
+        """Called with (content, point) when a one-minute point is complete (the cluster
+        registry keeps them)."""
 
     def add(self, report: QoeReport, now: float) -> None:
         self.expire(now)
@@ -170,6 +173,8 @@ class QoeAggregator:
         if content.history and content.history[-1]["t"] == bucket:
             content.history[-1] = point
         else:
+            if content.history and self.on_point is not None:
+                self.on_point(content_id, content.history[-1])
             content.history.append(point)
 
     def metric_families(self, now: float) -> Iterator[Metric]:

@@ -10,6 +10,8 @@ cluster in ``avrs demo``, the registry once clusters share one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from ..avrs.constants import Role
 from ..services.auth.roles import format_roles
 from ..services.auth.tokens import TokenVerifier
 from ..services.avrs_cluster import content_guuid
+from ..services.registry import RegistryUnavailable
 from .content import ContentCatalog
 from .metrics import HttpCounters
 from .qoe import QoeAggregator
@@ -101,6 +104,27 @@ class GatewayState:
     started_at: float = field(default_factory=time.time)
     vod_root: Path | None = None
     """Directory VoD imports may read from (None: VoD import through REST is refused)."""
+
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.qoe.on_point = self._qoe_to_registry
+
+    def _qoe_to_registry(self, content: str, point: dict[str, float]) -> None:
+        """A completed one-minute QoE point goes to the cluster registry (Redis when the
+        cluster has one), tagged with the content and this node."""
+        sync = self.node.sync if self.node is not None else None
+        if sync is None or len(self._pending) >= 16:
+            return
+        sample = {"content": content, "node": str(self.node.address) if self.node else "", **point}
+
+        async def push() -> None:
+            with contextlib.suppress(RegistryUnavailable, OSError):
+                await sync.registry.add_qoe(sample)
+
+        task = asyncio.get_running_loop().create_task(push())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     @property
     def token_verifier(self) -> TokenVerifier | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import aiohttp
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -11,6 +13,9 @@ from dapsdk.avrs.errors import AvrsError
 from dapsdk.gateway.content import SUBSCRIBER_QUEUE, LiveSubscriber
 from dapsdk.gateway.packager import Chunk
 from dapsdk.gateway.qoe import HISTORY_BUCKETS, QoeAggregator, QoeReport
+from dapsdk.node.config import load_node_config
+from dapsdk.node.sandbox import Sandbox
+from dapsdk.node.wiring import build_node
 from dapsdk.services.auth import Role
 
 from .conftest import GatewayEnv
@@ -170,3 +175,16 @@ def test_qoe_history_is_bounded_per_content() -> None:
     for minute in range(HISTORY_BUCKETS + 50):
         qoe.add(QoeReport.parse({"content": "c", "player": "p"}), minute * 60.0)
     assert len(qoe.history("c")) == HISTORY_BUCKETS
+
+
+async def test_start_gateway_listens_on_the_configured_http_listen(tmp_path: Path) -> None:
+    sandbox = Sandbox(tmp_path)
+    node = build_node(load_node_config(sandbox.server_config("http_listen = 127.0.0.1:0\n")))
+    await node.start()
+    try:
+        gateway = await node.start_gateway()
+        assert gateway.port and gateway.url == f"http://127.0.0.1:{gateway.port}"
+        async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as r:
+            assert r.status == 200 and "avrs_sessions" in await r.text()
+    finally:
+        await node.close()

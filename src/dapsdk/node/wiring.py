@@ -217,11 +217,18 @@ class AvrsNode:
             log.warning("could not join at the host %s: %s", self.config.avrs.host_address, exc)
 
     async def start_gateway(
-        self, host: str = "127.0.0.1", port: int = 8080, **options: Any
+        self, host: str | None = None, port: int | None = None, **options: Any
     ) -> Gateway:
-        """Serve this node's gateway on ``host:port`` (0: a free port); ``options`` go to
+        """Serve this node's gateway on ``host:port`` (default ``[avrs] http_listen``,
+        127.0.0.1:8080; port 0: a free port); ``options`` go to
         :class:`~dapsdk.gateway.app.Gateway` (catalog, node_lister, vod_root, timings)."""
         if self.gateway is None:
+            listen = self.config.avrs.http_listen
+            if host is None or port is None:
+                if listen is None:
+                    raise ValueError(f"{self.config.source}: http_listen is not set")
+                host = listen.host if host is None else host
+                port = listen.port if port is None else port
             gateway = Gateway(self, **options)
             await gateway.start(host, port)
             self.gateway = gateway

@@ -93,3 +93,16 @@ async def test_dashboard_lists_the_node(env: GatewayEnv, browser: Browser) -> No
     await page.wait_for_selector(f"tr.node-row[data-address='{env.node.address}']", timeout=15_000)
     rows = await page.locator("tr.content-row").count()
     assert rows == 2
+
+
+async def test_without_mse_the_watch_page_falls_back_to_hls(
+    env: GatewayEnv, browser: Browser
+) -> None:
+    """A browser without Media Source Extensions: neither the low-latency mode nor hls.js can
+    run, so the page plays the HLS URL natively."""
+    page = await browser.new_page()
+    await page.add_init_script("delete window.MediaSource; delete window.ManagedMediaSource;")
+    await page.goto(f"{env.url}/watch/live1")
+    await _wait(page, "window.avrsPlayer && window.avrsPlayer.mode === 'native-hls'")
+    await _wait(page, "document.getElementById('video').currentTime > 0.5")
+    assert (await _player(page))["mediaError"] is None

@@ -254,7 +254,7 @@ def demo(
     for client in report["clients"]:
         click.echo(
             f"{client['name']}: {client['content']} ({client['rendition']}) on {client['server']}"
-            f"{' via the balancer' if client['via_balancer'] else ''}: "
+            f"{' (sent there by the balancer)' if client['via_balancer'] else ' (its origin)'}: "
             f"{client['frames_received']} frames received, {client['frames_decoded']} decoded, "
             f"first frame {client['first_frame_ms']} ms, {client['rendition_switches']} switches"
             + (f", error {client['error']}" if client["error"] else "")

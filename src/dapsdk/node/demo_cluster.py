@@ -75,6 +75,9 @@ class DemoClient:
     server: str = ""
     gateway: str = ""
     via_balancer: bool = False
+    """The server the balancer chose carries the content (else the client went to its origin)."""
+    balanced_to: str = ""
+    """The URL the balancer's REDIRECT named."""
     frames_received: int = 0
     frames_decoded: int = 0
     first_frame_ms: float | None = None
@@ -90,6 +93,7 @@ class DemoClient:
             "rendition": self.rendition,
             "server": self.server,
             "via_balancer": self.via_balancer,
+            "balanced_to": self.balanced_to,
             "frames_received": self.frames_received,
             "frames_decoded": self.frames_decoded,
             "first_frame_ms": None
@@ -293,10 +297,12 @@ class DemoCluster:
             balancer_url = self.nodes["balancer"].urls[0]
             token = self.token(client.name)
             node, at_balancer = await self._member(client.name, balancer_url, token=token)
-            target = await self._balance(at_balancer, client.content)
-            client.via_balancer = target is not None
-            if target is None:
-                target = self._origin(client.content)
+            client.balanced_to = await self._balance(at_balancer, client.content) or ""
+            target = self._origin(client.content)
+            # the balancer weighs load against locality; a server that does not carry the
+            # content cannot serve it yet (no origin-to-edge relay), so the viewer goes to the
+            # content's origin then
+            client.via_balancer = client.balanced_to == target
             viewer = await node.connect_client(target)
             self._closers.append(viewer)
             await viewer.open()
@@ -326,10 +332,7 @@ class DemoCluster:
             url, _reason = await asyncio.wait_for(client.redirects.get(), 10)
         except TimeoutError:
             return None
-        carrier = self._origin(content)
-        # the balancer prefers the carrier; if it chose a server without the content, the
-        # viewer goes to the origin (there is no origin-to-edge relay yet)
-        return url if url == carrier else None
+        return url
 
     def _origin(self, content: str) -> str:
         name = "server-1" if content == LIVE else "server-2"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -188,3 +189,31 @@ async def test_start_gateway_listens_on_the_configured_http_listen(tmp_path: Pat
             assert r.status == 200 and "avrs_sessions" in await r.text()
     finally:
         await node.close()
+
+
+async def test_avrs_node_process_serves_its_gateway(tmp_path: Path) -> None:
+    """`avrs node` (a real process) starts the gateway on http_listen and announces it."""
+    sandbox = Sandbox(tmp_path)
+    config = sandbox.server_config("http_listen = 127.0.0.1:0\nrtmp_listen =\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dapsdk.cli", "node", "--config", str(config), "--ready",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        http = address = ""
+        while (
+            line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        ) != "ready":
+            assert line, "avrs node exited"
+            if line.startswith("http "):
+                http = line.split()[1]
+            elif line.startswith("node "):
+                address = line.split()[1]
+        assert http.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as session, session.get(f"{http}/api/v1/nodes") as r:
+            nodes = (await r.json())["nodes"]
+        assert [n["address"] for n in nodes] == [address]
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)

@@ -4,13 +4,15 @@ all-in-one node on embedded defaults with its state in ``--data-dir``."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
 import click
 
+from ..avrs.constants import Role
 from ..node.allinone import DEFAULT_DATA_DIR, embedded_config
-from ..node.config import ConfigError, NodeConfig, load_node_config
+from ..node.config import DEFAULT_HTTP, ConfigError, NodeConfig, load_node_config
 from ..node.values import HostPort
 from ..node.wiring import AvrsNode, build_node
 from ..runtime.endpoint import parse_endpoint
@@ -18,6 +20,8 @@ from ..runtime.loop import run
 from ..services.registry import RegistryUnavailable
 from .logs import logging_options
 from .signals import announce_and_serve
+
+log = logging.getLogger("dapsdk.cli.node")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,9 +79,28 @@ def _print_facts(node: AvrsNode, config_path: Path | None) -> None:
         print(f"{label} {url}", flush=True)
 
 
+async def _start_gateway(node: AvrsNode) -> None:
+    """The HTTP gateway on ``http_listen`` for host and server roles. The default address
+    (127.0.0.1:8080) is best effort: when it is taken the node runs without the gateway and says
+    so; an address set in the configuration or by ``--http-port`` must be free (OSError)."""
+    where = node.config.avrs.http_listen
+    if where is None or not node.role & (Role.HOST | Role.SERVER):
+        return
+    try:
+        gateway = await node.start_gateway(where.host, where.port)
+    except OSError as exc:
+        if where != DEFAULT_HTTP:
+            await node.close()
+            raise OSError(exc.errno, f"HTTP gateway on {where}: {exc.strerror}") from None
+        log.warning("HTTP gateway not started: %s is in use (%s)", where, exc.strerror)
+        return
+    node.announcements.append(("http", gateway.url))
+
+
 async def serve(config_path: Path | None, overrides: Overrides, ready_line: bool) -> None:
     node = build_node(make_config(config_path, overrides))
     await node.start()
+    await _start_gateway(node)
     _print_facts(node, config_path)
     await announce_and_serve(node.urls, ready_line, node.close)
 

@@ -155,6 +155,8 @@ class DemoCluster:
             "token_issuers = host.crt",
             f"heartbeat_interval = {HEARTBEAT}",
             "data_dir =",
+            "rtmp_listen =",
+            "http_listen =",
         ]
         if (self.root / f"{name}.crt").exists():
             lines += [f"certificate_file = {name}.crt", f"private_key_file = {name}.key"]
@@ -194,8 +196,12 @@ class DemoCluster:
         host_url = host.urls[0]
         s1 = await self._node("server-1", "server", listen=True, host_url=host_url)
         s2 = await self._node("server-2", "server", listen=True, host_url=host_url)
-        await self._node("balancer", "balancer", listen=True, host_url=host_url)
+        balancer = await self._node("balancer", "balancer", listen=True, host_url=host_url)
         await self._node("operator", "operator", listen=False, host_url=host_url)
+        # servers and the balancer become members at the host, which signs their membership
+        # records (the balancer only sends clients to verified servers)
+        for name, node in (("server-1", s1), ("server-2", s2), ("balancer", balancer)):
+            await self._join_at_host(name, node, host_url)
         vod_dir = self.root / "vod"
         vod_dir.mkdir(exist_ok=True)
         g1 = await s1.start_gateway(
@@ -207,6 +213,7 @@ class DemoCluster:
         )
         self.gateways[str(s2.address)] = g2.url
         await self._wait(lambda: self._registry_complete(), 20, "every node in the registry")
+        await self._wait(self._balancer_ready, 20, "the balancer to see both servers")
         await self._operator_joins(host_url)
 
         # contents
@@ -253,6 +260,21 @@ class DemoCluster:
         listed = set(sync.state.nodes) if sync is not None else set()
         wanted = {str(n.address) for name, n in self.nodes.items() if name != "operator"}
         return wanted <= listed
+
+    async def _join_at_host(self, name: str, node: AvrsNode, host_url: str) -> None:
+        client = await node.connect_client(host_url)
+        try:
+            await client.open()
+            cert = (self.root / f"{name}.crt").read_bytes()
+            reply = await client.join(self.cluster_id, certificate=cert)
+            if reply.code != AvrsError.SUCCESS:
+                raise DemoError(f"{name} could not join at the host: {reply.token}")
+        finally:
+            await client.close()
+
+    def _balancer_ready(self) -> bool:
+        requests = self.nodes["balancer"].requests
+        return requests is not None and len(requests.balancer.servers()) >= 2
 
     async def _wait(self, predicate: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..runtime.ws import mount_stream_endpoint
+from ..runtime.endpoint import Endpoint
+from ..runtime.ws import WsMount
 from . import http_api, http_hls, pages
 from .content import ContentCatalog
 from .hls import HlsTimings
@@ -65,8 +66,12 @@ class Gateway:
         r.add_get("/metrics", http_api.metrics)
         r.add_get("/api/openapi.json", http_api.openapi)
         http_api.add_routes(r)
+        self._ws: WsMount | None = None
         if node is not None and mount_ws:
-            mount_stream_endpoint(self.app, node.stream_node, "/ws")
+            # registered with the node once the port is known (start), so that the node's
+            # listener list shows the real ws://HOST:PORT/ws URL
+            self._ws = WsMount(node.stream_node, "/ws", Endpoint("ws", "127.0.0.1", 0, "/ws"))
+            r.add_get("/ws", self._ws.handler.handle)
         self.feed = HubFeed(self.state.catalog, node.hub) if node is not None else None
         """The node's live contents (media hub) into the catalog (see :meth:`HubFeed.name`)."""
         self._runner: web.AppRunner | None = None
@@ -97,6 +102,13 @@ class Gateway:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else port
         self.state.url = f"http://{host}:{self.port}"
+        if self._ws is not None:
+            self._ws.advertise = Endpoint("ws", host, self.port, "/ws")
+            try:
+                await self._ws.attach()
+            except BaseException:
+                await self.close()
+                raise
         log.info("gateway listening on %s", self.state.url)
         return self.state.url
 
@@ -107,6 +119,10 @@ class Gateway:
             for rendition in content.renditions.values():
                 for sub in list(rendition.subscribers):
                     sub.close()
+        if self._ws is not None:
+            self._ws.close()
+            for task in list(self._ws.handler.active):
+                task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -19,7 +19,7 @@ from dapsdk.gateway.testsrc import LadderSource, RenditionSpec, write_test_clip
 from dapsdk.gateway.vod import import_vod
 from dapsdk.node.sandbox import Sandbox
 from dapsdk.node.wiring import AvrsNode
-from dapsdk.services.auth import Role
+from dapsdk.services.auth import Role, TokenGrants
 from dapsdk.services.avrs_client import AvrsClient
 from dapsdk.services.media.publisher import publish
 
@@ -36,7 +36,12 @@ class GatewayEnv:
     camera: AvrsClient
 
     def token(self, role: Role = Role.CLIENT, subject: str = "user-1") -> str:
-        return self.sandbox.token(subject, role=role)
+        """A bearer token; managers' tokens also grant publish and moderate."""
+        staff = role != Role.CLIENT
+        grants = TokenGrants(
+            role=role, subscribe=True, publish=staff, moderate=staff, content_ids="*"
+        )
+        return self.sandbox.issuer.issue(subject, grants, now=time.time(), ttl=3600)
 
 
 async def wait_until(predicate, timeout: float = 15.0, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]

@@ -1,11 +1,13 @@
-"""REST authorisation: the stream protocol's permission table, with the token from
+"""REST authorisation: the stream protocol's decision, with the token from
 ``Authorization: Bearer``.
 
 Every REST operation names the AVRS operation it stands for (channel, op); the decision is
-:func:`dapsdk.avrs.permissions.authorize` on :func:`~dapsdk.avrs.permissions.permission_for`, the
-same table and function the AVRS service applies to signed requests. A bearer token is verified
-with the node's token verifier (signature, issuer, audience, expiry); its grants give the member
-roles. A token is never the cluster owner (owners sign with the node key on the stream protocol).
+:func:`dapsdk.avrs.permissions.authorize_operation` -- the permission table, then the token's
+grants (action, content, expiry) -- the one function the AVRS service applies to signed
+requests. A bearer token is verified with the node's token verifier (signature, issuer,
+audience, expiry); its role claim gives the member roles and its grants are translated with
+:func:`~dapsdk.services.avrs_cluster.core_grants` as for a member that joined with it. A token is
+never the cluster owner (the owner signs with the node key on the stream protocol).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass
 
 from ..avrs.constants import AvrsChannel, Role
 from ..avrs.errors import AvrsError
-from ..avrs.permissions import authorize, permission_for
+from ..avrs.permissions import Principal, authorize_operation
 from ..services.auth.errors import AuthError
 from ..services.auth.tokens import TokenGrants, TokenVerifier
+from ..services.avrs_cluster import content_guuid, core_grants
+from ..services.member_sources import Membership, Source
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,7 @@ class Caller:
     subject: str | None
     roles: Role | None
     grants: TokenGrants | None
+    expires_at: float | None = None
 
     @property
     def signer(self) -> bytes | None:
@@ -76,19 +81,27 @@ def check(
     *,
     cluster_owner: bytes | None,
     content: str | None = None,
+    now: float | None = None,
 ) -> None:
     """Raise :class:`Refused` unless ``caller`` may perform (channel, op) (on ``content``)."""
-    permission = permission_for(channel, op)
-    if permission is None:
-        raise Refused(AvrsError.CLUSTER_WRONG_REQUEST, 403, "nobody may request this operation")
-    allowed = authorize(
-        permission, signer=caller.signer, member_roles=caller.roles, cluster_owner=cluster_owner
+    grants = None
+    if caller.grants is not None:
+        membership = Membership(
+            caller.roles or Role.CLIENT, caller.grants, caller.subject,
+            Source.TOKEN, expires_at=caller.expires_at,
+        )  # fmt: skip
+        grants = core_grants(membership)
+    principal = Principal(caller.signer, caller.roles, grants, is_owner=False)
+    decision = authorize_operation(
+        principal,
+        (channel, op),
+        content_id=content_guuid(content) if content is not None else None,
+        content_name=content or "",
+        now=time.time() if now is None else now,
     )
-    if not allowed:
-        if caller.subject is None:
-            raise Refused(AvrsError.SIGN_NOT_PRESENT, 401, "this operation needs a bearer token")
-        raise Refused(
-            AvrsError.MEMBER_SECURITY_ISSUE, 403, "the token's roles do not allow this operation"
-        )
-    if content is not None and caller.grants is not None and not caller.grants.covers(content):
-        raise Refused(AvrsError.MEMBER_SECURITY_ISSUE, 403, f"the token does not cover {content!r}")
+    if decision.allowed:
+        return
+    if caller.subject is None:
+        raise Refused(AvrsError.SIGN_NOT_PRESENT, 401, "this operation needs a bearer token")
+    status = 401 if decision.code == AvrsError.MEMBER_REVOKED else 403
+    raise Refused(AvrsError(decision.code), status, decision.reason)

@@ -4,7 +4,7 @@ Each REST route names the AVRS operation it stands for; :func:`.auth.check` appl
 protocol's permission table to the bearer token. Refusals are ``application/problem+json`` with
 the AVRS code (:mod:`.problem`) and are counted by code for ``avrs_refusals_total``. Operations
 whose feature this node does not have yet (chat, polls, chat moderation) are refused with
-``ERROR`` and HTTP 501, never answered with success.
+``NOT_SUPPORTED`` and HTTP 501, never answered with success.
 """
 
 from __future__ import annotations
@@ -233,7 +233,10 @@ def _not_built(channel: AvrsChannel, op: int, feature: str) -> Handler:
         content = request.match_info.get("content")
         _authorize(request, channel, op, content)
         raise refuse(
-            _state(request), AvrsError.ERROR, 501, f"{feature} is not available on this node yet"
+            _state(request),
+            AvrsError.NOT_SUPPORTED,
+            501,
+            f"{feature} is not available on this node yet",
         )
 
     return handler

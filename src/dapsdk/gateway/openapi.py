@@ -40,7 +40,7 @@ def _op(
 
 def _not_built(summary: str, avrs: str, params: list[str]) -> dict[str, Any]:
     op = _op(summary, avrs, {"type": "object"}, params=params)
-    op["description"] += " Not built on this node yet: answers 501 with code ERROR."
+    op["description"] += " Not built on this node yet: answers 501 with code NOT_SUPPORTED."
     op["responses"]["501"] = _PROBLEM
     return op
 

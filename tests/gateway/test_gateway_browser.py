@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from dapsdk.gateway.pages import STATIC_DIR
+
 from .conftest import GatewayEnv
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,6 +45,11 @@ async def _wait(page: Page, expression: str, timeout_ms: int = 60_000) -> None:
 
 
 async def test_watch_page_plays_hls_with_hls_js(env: GatewayEnv, browser: Browser) -> None:
+    assert (STATIC_DIR / "hls.min.js").is_file(), (
+        "hls.min.js is missing: scripts/setup.sh copies it from npm (web/package.json) into "
+        "src/dapsdk/gateway/static/ (cd web && npm install && cp "
+        "node_modules/hls.js/dist/hls.min.js ../src/dapsdk/gateway/static/)"
+    )
     page = await browser.new_page()
     await page.goto(f"{env.url}/watch/live1?mode=hls")
     await _wait(page, "window.Hls && Hls.isSupported() && window.avrsPlayer.mode === 'hls.js'")

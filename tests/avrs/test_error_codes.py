@@ -33,6 +33,7 @@ from .kit import (
     CANDIDATE,
     CLIENT,
     CLUSTER_ID,
+    CONTENT_ID,
     HOST,
     MISSING_CLUSTER_ID,
     MISSING_CONTENT_ID,
@@ -361,8 +362,27 @@ def test_content_bitrate_exceeded_from_the_media_hub() -> None:
 def test_unimplemented_feature_is_not_supported() -> None:
     conn, wire = make_conn(), Wire()
     open_session(conn, wire, CLIENT)
-    chat = [Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID), Tsd(SessionArg.TEXT, b"hi")]
-    assert session_request(conn, wire, SessionOp.CHAT, chat).code == AvrsError.NOT_SUPPORTED
+    monitor = [Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID)]
+    assert session_request(conn, wire, SessionOp.MONITOR, monitor, signer=None).code == (
+        AvrsError.SIGN_ALIEN  # CLIENT is no manager
+    )
+    op_conn, op_wire = make_conn(), Wire()
+    open_session(op_conn, op_wire, OPERATOR)
+    assert session_request(op_conn, op_wire, SessionOp.MONITOR, monitor).code == (
+        AvrsError.NOT_SUPPORTED
+    )
+    # Interactive requests on a bare core (no interactive service): NOT_SUPPORTED, nothing done.
+    chat = [
+        Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID),
+        Tsd(SessionArg.CONTENT_UUID, CONTENT_ID),
+        Tsd(SessionArg.TEXT, b"hi"),
+    ]
+    data = wire.request(S, SessionOp.CHAT, chat, signer=CLIENT)
+    assert only_reply(conn.handle(S, data, NOW)).code == AvrsError.NOT_SUPPORTED
+    # The interactive codes are produced by services.interactive (tests/integration/
+    # test_interactive.py on a real node): AvrsError.INTERACTIVE_DISABLED, AvrsError.CHAT_MUTED,
+    # AvrsError.MEMBER_BANNED, AvrsError.CHAT_SLOW_MODE, AvrsError.POLL_NOT_FOUND,
+    # AvrsError.POLL_CLOSED, AvrsError.POLL_ALREADY_VOTED, AvrsError.MESSAGE_NOT_FOUND.
 
 
 def test_second_factor_required_invalid_replayed() -> None:

@@ -20,9 +20,9 @@ from dapsdk.avrs.constants import (
 )
 from dapsdk.avrs.errors import AvrsError, AvrsProtocolError
 from dapsdk.avrs.events import (
-    ChatReceived,
     ClusterRequestReceived,
     ContentReceived,
+    InteractiveRequestReceived,
     ReplyReceived,
     ResponseReceived,
     SessionOpened,
@@ -37,6 +37,7 @@ from dapsdk.avrs.tsd import Tsd
 from .kit import (
     CLIENT,
     CLUSTER_ID,
+    CONTENT_ID,
     HOST,
     NOW,
     OPERATOR,
@@ -50,6 +51,7 @@ from .kit import (
     make_directory,
     only_reply,
     open_session,
+    replies,
     session_request,
     totp,
 )
@@ -246,16 +248,24 @@ def test_monitor_is_for_hosts_and_operators() -> None:
     )
 
 
-def test_chat_from_member_becomes_event() -> None:
+def test_chat_is_signed_and_handed_to_the_service() -> None:
     conn, wire = make_conn(), Wire()
     open_session(conn, wire, CLIENT)
     drain(conn)
-    args = [Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID), Tsd(SessionArg.TEXT, "привет".encode())]
-    conn._machine.unsupported.clear()  # the core alone: the service decides about chat
-    assert session_request(conn, wire, SessionOp.CHAT, args).code == 0
-    assert ChatReceived(session_id=CLIENT.identity, cluster_id=CLUSTER_ID, text="привет") in drain(
-        conn
-    )
+    args = [
+        Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID),
+        Tsd(SessionArg.CONTENT_UUID, CONTENT_ID),
+        Tsd(SessionArg.TEXT, "привет".encode()),
+    ]
+    conn._machine.unsupported.clear()  # what a service with interactive support does
+    assert session_request(conn, wire, SessionOp.CHAT, args).code == AvrsError.SIGN_NOT_PRESENT
+    data = wire.request(S, SessionOp.CHAT, args, signer=CLIENT)
+    assert replies(conn.handle(S, data, NOW)) == []  # deferred: the service answers
+    (event,) = [e for e in drain(conn) if isinstance(e, InteractiveRequestReceived)]
+    assert event.session_id == CLIENT.identity and event.op == SessionOp.CHAT
+    assert conn.reply(event.request_id, AvrsError.SUCCESS)
+    (reply,) = replies(conn.data_to_send())
+    assert reply.channel == S and reply.op == SessionOp.CHAT and reply.code == 0
 
 
 def test_cluster_request_answered_by_application_between_two_connections() -> None:

@@ -80,7 +80,8 @@ def test_every_op_has_a_row_or_is_response_only() -> None:
         key = (AvrsChannel.CLUSTER, int(op))
         assert (key in PERMISSIONS) != (key in RESPONSE_ONLY), op
     for session_op in SessionOp:
-        assert (AvrsChannel.SESSION, session_op) in PERMISSIONS
+        key = (AvrsChannel.SESSION, int(session_op))
+        assert (key in PERMISSIONS) != (key in RESPONSE_ONLY), session_op
     for signal_op in SignalOp:
         assert (AvrsChannel.SIGNAL, signal_op) in PERMISSIONS
     assert set(EXPECTED) == {op for op in ClusterOp if (AvrsChannel.CLUSTER, op) in PERMISSIONS}

@@ -38,7 +38,7 @@ ID = Tsd(ClusterArg.ID, CLUSTER_ID)
 SID = Tsd(SessionArg.CLUSTER_ID, CLUSTER_ID)
 
 #: Request types this node does not serve yet: each must be refused with NOT_SUPPORTED.
-NOT_SERVED = {(S, SessionOp.MONITOR), (S, SessionOp.CHAT), (A, SignalOp.REDIRECT)}
+NOT_SERVED = {(S, SessionOp.MONITOR), (A, SignalOp.REDIRECT)}
 #: Cluster requests answered by services.cluster_requests: their effects are tested in
 #: tests/cluster; here a SUCCESS must come with the typed response the op defines (read ops).
 TYPED_RESPONSE = {
@@ -277,6 +277,28 @@ async def test_every_request_type_is_refused_or_has_its_effect(walk: Walk) -> No
     assert await expect(viewer, A, SignalOp.QUALITY_REPORT, report, signed=False) == ok
     stored = w.node.service.quality_reports(content_guuid("base"))
     assert [r.rtt_us for r in stored] == [1234]
+    # interactive requests (always signed), each with its effect in the content's state
+    state = w.node.service.interactive.state
+    base = Tsd(SessionArg.CONTENT_UUID, content_guuid("base"))
+    chat = [SID, base, Tsd(SessionArg.TEXT, b"hello")]
+    assert await expect(viewer, S, SessionOp.CHAT, chat, signed=False) == (
+        AvrsError.SIGN_NOT_PRESENT
+    )
+    assert await expect(viewer, S, SessionOp.CHAT, chat) == ok
+    assert [m.text for m in state.history(content_guuid("base"))] == ["hello"]
+    poll = [SID, base, Tsd(SessionArg.TEXT, b"Q?")]
+    poll += [Tsd(SessionArg.POLL_OPTION, b"a"), Tsd(SessionArg.POLL_OPTION, b"b")]
+    assert await expect(server, S, SessionOp.POLL_CREATE, poll) == ok  # the content's owner
+    (created,) = state.polls(content_guuid("base"))
+    pid = Tsd(SessionArg.POLL_ID, created.poll_id.to_bytes(4, "little"))
+    vote = [SID, base, pid, Tsd(SessionArg.POLL_CHOICE, b"\x01")]
+    assert await expect(viewer, S, SessionOp.POLL_VOTE, vote) == ok
+    assert created.counts() == [0, 1]
+    assert await expect(server, S, SessionOp.POLL_CLOSE, [SID, base, pid]) == ok
+    assert not created.open
+    slow = [SID, base, Tsd(SessionArg.MOD_ACTION, b"\x06"), Tsd(SessionArg.DURATION, bytes(4))]
+    assert await expect(server, S, SessionOp.MODERATE, slow) == ok
+    assert state.room(content_guuid("base")).slow_mode == 0.0
     assert await expect(viewer, S, SessionOp.STOP, [], signed=False) == ok
     assert viewer_state(w, viewer) == "CONTENT_SELECTED"
     assert await expect(viewer, S, SessionOp.CONTENT_REMOVE, [hid], signed=False) == ok
@@ -287,8 +309,6 @@ async def test_every_request_type_is_refused_or_has_its_effect(walk: Walk) -> No
         AvrsError.CONTENT_NOT_FOUND
     )
     assert len(w.node.service.quality_reports(content_guuid("base"))) == 1
-    chat = [SID, Tsd(SessionArg.TEXT, b"hello")]
-    await expect(viewer, S, SessionOp.CHAT, chat, signed=False)
     monitor = await w.client(Role.OPERATOR)
     await expect(monitor, S, SessionOp.MONITOR, [SID], signed=False)
     reply = await viewer.request(A, SignalOp.HEARTBEAT)

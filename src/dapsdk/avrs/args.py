@@ -94,6 +94,7 @@ CLUSTER_ARGS: Final[dict[int, ArgSpec]] = {
         Kind.FLOW_CODEC, 1 + MAX_CODEC_NAME, AvrsError.CONTENT_INFO_CORRUPTED, repeatable=True
     ),
     ClusterArg.CONTENT_NAME: ArgSpec(Kind.TEXT, 255, AvrsError.CONTENT_INFO_CORRUPTED),
+    ClusterArg.CONTENT_INTERACTIVE: _fixed(1),
     ClusterArg.LOAD: _fixed(4 + 8 + 2),
     ClusterArg.ROUTE: _fixed(GUUID_SIZE + 8),
 }
@@ -108,6 +109,17 @@ SESSION_ARGS: Final[dict[int, ArgSpec]] = {
     SessionArg.CLOCK: _fixed(8),
     SessionArg.START_POSITION: _fixed(8),
     SessionArg.TEXT: ArgSpec(Kind.TEXT, 64 * 1024),
+    SessionArg.MESSAGE_ID: _fixed(8),
+    SessionArg.POLL_ID: _fixed(4),
+    SessionArg.POLL_OPTION: ArgSpec(Kind.TEXT, 100, repeatable=True),
+    SessionArg.POLL_CHOICE: _fixed(1),
+    SessionArg.POLL_COUNTS: ArgSpec(Kind.BYTES, 4 * 16),
+    SessionArg.POLL_OPEN: _fixed(1),
+    SessionArg.MOD_ACTION: _fixed(1),
+    SessionArg.MEMBER: _fixed(IDENTITY_SIZE),
+    SessionArg.DURATION: _fixed(4),
+    SessionArg.TIME: _fixed(8),
+    SessionArg.HISTORY: _fixed(1),
     SessionArg.RENDITION: ArgSpec(Kind.TEXT, 32),
 }
 
@@ -132,6 +144,7 @@ ARG_SPECS: Final[dict[AvrsChannel, dict[int, ArgSpec]]] = {
 }
 
 _C = AvrsChannel.CLUSTER
+_UUID = SessionArg.CONTENT_UUID
 _S = AvrsChannel.SESSION
 _ID = ClusterArg.ID
 _MEMBER = ClusterArg.MEMBER
@@ -166,7 +179,13 @@ REQUIRED_ARGS: Final[dict[tuple[AvrsChannel, int], frozenset[int]]] = {
     (_S, SessionOp.CLUSTER_UPDATE): frozenset({SessionArg.CLUSTER_ID}),
     (_S, SessionOp.SYNC): frozenset({SessionArg.CLOCK}),
     (_S, SessionOp.MONITOR): frozenset({SessionArg.CLUSTER_ID}),
-    (_S, SessionOp.CHAT): frozenset({SessionArg.CLUSTER_ID, SessionArg.TEXT}),
+    (_S, SessionOp.CHAT): frozenset({SessionArg.CLUSTER_ID, _UUID, SessionArg.TEXT}),
+    (_S, SessionOp.POLL_CREATE): frozenset({SessionArg.CLUSTER_ID, _UUID, SessionArg.TEXT}),
+    (_S, SessionOp.POLL_VOTE): frozenset(
+        {SessionArg.CLUSTER_ID, _UUID, SessionArg.POLL_ID, SessionArg.POLL_CHOICE}
+    ),
+    (_S, SessionOp.POLL_CLOSE): frozenset({SessionArg.CLUSTER_ID, _UUID, SessionArg.POLL_ID}),
+    (_S, SessionOp.MODERATE): frozenset({SessionArg.CLUSTER_ID, _UUID, SessionArg.MOD_ACTION}),
     (AvrsChannel.SIGNAL, SignalOp.REDIRECT): frozenset({SignalArg.TARGET}),
 }
 

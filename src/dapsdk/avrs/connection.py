@@ -51,6 +51,7 @@ from .events import (
     AvrsEvent,
     ClusterRequestReceived,
     ContentReceived,
+    InteractiveRequestReceived,
     PacketDropped,
     ReplyReceived,
     RequestRefused,
@@ -107,6 +108,7 @@ MAX_DETAIL: Final = 200
 class _Pending:
     op: int
     deadline: float
+    channel: AvrsChannel = AvrsChannel.CLUSTER
 
 
 class AvrsConnection:
@@ -251,7 +253,7 @@ class AvrsConnection:
         if detail:
             items.append(Tsd(ReplyArg.DETAIL, detail.encode()[:MAX_DETAIL]))
         self._send_reply(
-            Reply(code, request_id, AvrsChannel.CLUSTER, pending.op, code_token(code), tuple(items))
+            Reply(code, request_id, pending.channel, pending.op, code_token(code), tuple(items))
         )
         return True
 
@@ -308,6 +310,24 @@ class AvrsConnection:
             Reply(code, 0, AvrsChannel.SESSION, SessionOp.CLOSE, code_token(code), detail)
         )
         self._events.extend(self._machine.revoke())
+        return True
+
+    def detach_content(self, handle: int, code: AvrsError, reason: str) -> bool:
+        """Take one attached content away from the session (its grant ended, a ban): an
+        unsolicited retcode (request id 0, channel 'S', op CONTENT_REMOVE, ``code``, the handle
+        as CONTENT_ID) tells the peer. Transmit afterwards."""
+        self._events.extend(self._machine.refresh())
+        session = self._machine.session
+        if session is None or handle not in session.contents:
+            return False
+        args = (
+            Tsd(ReplyArg.CONTENT_ID, handle.to_bytes(4, "little")),
+            Tsd(ReplyArg.DETAIL, reason.encode()[:MAX_DETAIL]),
+        )
+        self._send_reply(
+            Reply(code, 0, AvrsChannel.SESSION, SessionOp.CONTENT_REMOVE, code_token(code), args)
+        )
+        self._events.extend(self._machine.detach(handle))
         return True
 
     def fail_session(self) -> None:
@@ -446,8 +466,22 @@ class AvrsConnection:
                 publish_check=ContentCheck(signer, algorithm, now),
                 now=now,
             )
-            self._answer(channel, op, request_id, outcome.reply_args)
-            self._events.extend(outcome.events)
+            if outcome.deferred:
+                self._defer(op, request_id, now)
+                self._events.extend(outcome.events)
+                session = self._machine.session
+                assert session is not None
+                self._events.append(
+                    InteractiveRequestReceived(
+                        request_id=request_id,
+                        op=op,
+                        session_id=session.session_id,
+                        args=request.args,
+                    )
+                )
+            else:
+                self._answer(channel, op, request_id, outcome.reply_args)
+                self._events.extend(outcome.events)
         else:
             self._signal_request(op, request_id, request.args, now)
 
@@ -498,6 +532,15 @@ class AvrsConnection:
             ClusterRequestReceived(
                 request_id=request_id, op=op, signer=signer, cluster_id=cluster_id, args=args
             )
+        )
+
+    def _defer(self, op: int, request_id: int, now: float) -> None:
+        if request_id in self._pending:
+            raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "request id already pending")
+        if len(self._pending) >= self.config.max_pending_requests:
+            raise AvrsProtocolError(AvrsError.BUSY, "too many requests await an answer")
+        self._pending[request_id] = _Pending(
+            op, now + self.config.reply_timeout, AvrsChannel.SESSION
         )
 
     def _signal_request(self, op: int, request_id: int, args: TsdList, now: float) -> None:

@@ -103,7 +103,14 @@ class SessionOp(enum.IntEnum):
     SYNC = 0x31  #: (dapsdk) exchange clock references; media may flow afterwards
     STOP = 0x32  #: (dapsdk) stop the media stream; contents stay attached
     MONITOR = 0x33  #: (dapsdk) watch a cluster's metrics without media (host/operator)
-    CHAT = 0x40  #: (dapsdk) a chat line to a cluster the session belongs to
+    CHAT = 0x40  #: (dapsdk) a chat line to the members of a content
+    POLL_CREATE = 0x41  #: (dapsdk) open a poll in a content (host, operator, content owner)
+    POLL_VOTE = 0x42  #: (dapsdk) vote in a poll (one vote per identity)
+    POLL_CLOSE = 0x43  #: (dapsdk) close a poll; its results are pushed
+    MODERATE = 0x44  #: (dapsdk) delete a message, mute, ban, slow mode (host, operator, owner)
+    CHAT_MESSAGE = 0x48  #: (dapsdk) push node -> members (RESPONSE flag, request id 0)
+    POLL_STATE = 0x49  #: (dapsdk) push: a poll's question, options, counts, open/closed
+    MODERATION = 0x4A  #: (dapsdk) push: a moderation action that concerns the members
 
 
 class SignalOp(enum.IntEnum):
@@ -182,6 +189,9 @@ class ClusterArg(enum.IntEnum):
     #: (dapsdk) UTF-8 readable content name; the node checks that CONTENT_ID is its wire id, so
     #: token content patterns (``lecture-*``) can match it.
     CONTENT_NAME = 0x35
+    #: (dapsdk) u8 interactive features of the content: bit 0 chat, bit 1 polls, bit 2
+    #: moderation (the seed's allow_chat, allow_polls, moderation); absent: all on.
+    CONTENT_INTERACTIVE = 0x36
     LOAD = 0x38  #: (dapsdk) LOAD_REPORT body: u32 sessions, u64 bits/s, u16 cpu permille
     ROUTE = 0x40  #: (dapsdk) 16-byte content GUUID + u64 node address
 
@@ -197,6 +207,17 @@ class SessionArg(enum.IntEnum):
     CLOCK = 0x31  #: (dapsdk) i64 microseconds: the sender's media clock reference (SYNC)
     START_POSITION = 0x32  #: (dapsdk) i64 microseconds into the content (VoD seek)
     TEXT = 0x33  #: (dapsdk) UTF-8 chat line
+    MESSAGE_ID = 0x40  #: (dapsdk) u64 chat message id (per content)
+    POLL_ID = 0x41  #: (dapsdk) u32 poll id (per content)
+    POLL_OPTION = 0x42  #: (dapsdk) UTF-8 poll option, repeatable, in order
+    POLL_CHOICE = 0x43  #: (dapsdk) u8 index of the chosen option
+    POLL_COUNTS = 0x44  #: (dapsdk) u32 votes per option, in order
+    POLL_OPEN = 0x45  #: (dapsdk) u8 1 open, 0 closed
+    MOD_ACTION = 0x46  #: (dapsdk) u8 ModAction
+    MEMBER = 0x47  #: (dapsdk) 32-byte identity a moderation targets, or a message's sender
+    DURATION = 0x48  #: (dapsdk) u32 seconds (mute, slow mode; 0 = until undone / off)
+    TIME = 0x49  #: (dapsdk) u64 milliseconds since the epoch (when a message was sent)
+    HISTORY = 0x4A  #: (dapsdk) u8 1: the pushed message is recent history sent on attach
     RENDITION = 0x34  #: (dapsdk) ASCII rendition name to play (START), e.g. "720p"
 
 

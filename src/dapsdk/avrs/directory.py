@@ -58,6 +58,8 @@ class ContentInfo:
     name: str = ""
     """Readable name whose wire id is ``content_id`` (checked by the node), matched by token
     content patterns; empty when the publisher gave none."""
+    interactive: int = 0x07
+    """Interactive features: bit 0 chat, bit 1 polls, bit 2 moderation (all on by default)."""
 
     def __post_init__(self) -> None:
         if len(self.content_id) != GUUID_SIZE or len(self.owner) != IDENTITY_SIZE:
@@ -85,6 +87,13 @@ class ClusterInfo:
     """The algorithm members must sign with; another one is MEMBER_SECURITY_ISSUE."""
     grants: Mapping[bytes, Grants] = field(default_factory=dict)
     """Token grants of members whose roles come only from an access token."""
+    banned: Mapping[bytes, frozenset[bytes]] = field(default_factory=dict)
+    """Content id -> identities banned from it by moderation."""
+
+    def is_banned(self, content_id: bytes | None, identity: bytes | None) -> bool:
+        if content_id is None or identity is None:
+            return False
+        return identity in self.banned.get(content_id, frozenset())
 
     def __post_init__(self) -> None:
         if len(self.cluster_id) != GUUID_SIZE or len(self.owner) != IDENTITY_SIZE:

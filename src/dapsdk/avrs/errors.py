@@ -64,6 +64,23 @@ class AvrsError(enum.IntEnum):
     SESSION_NOT_OPENED = 0x00000401
     SESSION_ALREADY_OPENED = 0x00000402
     SESSION_CONTENT_ID_WRONG = 0x00000404
+    #: (dapsdk) chat, polls or moderation are switched off for this content (allow_chat,
+    #: allow_polls, moderation).
+    INTERACTIVE_DISABLED = 0x00000600
+    #: (dapsdk) the sender is muted in this content's chat.
+    CHAT_MUTED = 0x00000601
+    #: (dapsdk) the member is banned from this content (no attach, chat or vote).
+    MEMBER_BANNED = 0x00000602
+    #: (dapsdk) slow mode: the member sent a line too recently.
+    CHAT_SLOW_MODE = 0x00000603
+    #: (dapsdk) no poll with that id in this content.
+    POLL_NOT_FOUND = 0x00000604
+    #: (dapsdk) the poll is closed.
+    POLL_CLOSED = 0x00000605
+    #: (dapsdk) this identity already voted in the poll.
+    POLL_ALREADY_VOTED = 0x00000606
+    #: (dapsdk) no chat message with that id in the content's history.
+    MESSAGE_NOT_FOUND = 0x00000607
     #: (dapsdk) a Signal ('A') request type this node does not know.
     SIGNAL_WRONG_REQUEST = 0x00000501
     ERROR = 0xFFFFFFFF

@@ -114,6 +114,21 @@ class ChatReceived(AvrsEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InteractiveRequestReceived(AvrsEvent):
+    """A verified, authorised chat, poll or moderation request the service must answer with
+    :meth:`AvrsConnection.reply` (like a cluster request; REQUEST_TIMEOUT otherwise)."""
+
+    request_id: int
+    """Echo this in the answer."""
+    op: int
+    """SessionOp value."""
+    session_id: bytes
+    """The sender's session (its identity)."""
+    args: TsdList = field(repr=False)
+    """Validated arguments (CLUSTER_ID, CONTENT_UUID, ...)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContentReceived(AvrsEvent):
     """A media packet that passed every check and every content callback."""
 

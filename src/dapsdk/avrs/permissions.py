@@ -190,8 +190,34 @@ PERMISSIONS: Final[dict[tuple[AvrsChannel, int], Permission]] = {
     (AvrsChannel.SESSION, SessionOp.MONITOR): Permission(
         _MANAGERS, signature=SignatureRule.SESSION, action=_MOD
     ),
+    # Interactive requests are always signed (by the session's identity) and name a content.
     (AvrsChannel.SESSION, SessionOp.CHAT): Permission(
-        _ANY_MEMBER, signature=SignatureRule.SESSION, action=_SUB
+        _ANY_MEMBER, signature=SignatureRule.REQUIRED, action=_SUB
+    ),
+    (AvrsChannel.SESSION, SessionOp.POLL_VOTE): Permission(
+        _ANY_MEMBER, signature=SignatureRule.REQUIRED, action=_SUB
+    ),
+    (AvrsChannel.SESSION, SessionOp.POLL_CREATE): Permission(
+        _MANAGERS,
+        signature=SignatureRule.REQUIRED,
+        allow_self=True,
+        self_target=SelfTarget.CONTENT_OWNER,
+        action=_MOD,
+    ),
+    (AvrsChannel.SESSION, SessionOp.POLL_CLOSE): Permission(
+        _MANAGERS,
+        signature=SignatureRule.REQUIRED,
+        allow_self=True,
+        self_target=SelfTarget.CONTENT_OWNER,
+        action=_MOD,
+    ),
+    (AvrsChannel.SESSION, SessionOp.MODERATE): Permission(
+        _MANAGERS,
+        signature=SignatureRule.REQUIRED,
+        allow_self=True,
+        self_target=SelfTarget.CONTENT_OWNER,
+        action=_MOD,
+        second_factor=True,
     ),
     # --- signal 'A': connection-level, the dap_stream handshake already authenticated the peer
     (AvrsChannel.SIGNAL, SignalOp.HELLO): Permission(
@@ -224,6 +250,9 @@ RESPONSE_ONLY: Final = frozenset(
         (AvrsChannel.CLUSTER, int(ClusterOp.CONTENT_LIST_RESP)),
         (AvrsChannel.CLUSTER, int(ClusterOp.BALANCE_RESP)),
         (AvrsChannel.CLUSTER, int(ClusterOp.STATS_RESP)),
+        (AvrsChannel.SESSION, int(SessionOp.CHAT_MESSAGE)),
+        (AvrsChannel.SESSION, int(SessionOp.POLL_STATE)),
+        (AvrsChannel.SESSION, int(SessionOp.MODERATION)),
     }
 )
 
@@ -366,6 +395,7 @@ def authorize_operation(
     content_name: str = "",
     content_owner: bytes | None = None,
     target: bytes | None = None,
+    banned: bool = False,
     now: float,
 ) -> Decision:
     """The one authorisation decision: the permission table, then the token's grants (action,
@@ -388,6 +418,8 @@ def authorize_operation(
     )
     if passed is None:
         return Decision(AvrsError.SIGN_ALIEN, "signer may not send this request")
+    if banned and passed is not Passed.ANYONE and not principal.is_owner:
+        return Decision(AvrsError.MEMBER_BANNED, "banned from this content")
     grants = principal.grants
     if grants is not None and passed is not Passed.ANYONE and not principal.is_owner:
         if grants.expires_at is not None and now >= grants.expires_at:

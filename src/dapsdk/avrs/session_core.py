@@ -16,7 +16,6 @@ from .directory import ClusterInfo, ClusterView, ContentInfo
 from .errors import AvrsError, AvrsProtocolError
 from .events import (
     AvrsEvent,
-    ChatReceived,
     ContentAttached,
     ContentDetached,
     SessionOpened,
@@ -53,7 +52,22 @@ OP_INPUTS: dict[int, SessionInput] = {
     SessionOp.STOP: SessionInput.STOP,
     SessionOp.MONITOR: SessionInput.MONITOR,
     SessionOp.CHAT: SessionInput.CHAT,
+    SessionOp.POLL_CREATE: SessionInput.CHAT,
+    SessionOp.POLL_VOTE: SessionInput.CHAT,
+    SessionOp.POLL_CLOSE: SessionInput.CHAT,
+    SessionOp.MODERATE: SessionInput.CHAT,
 }
+
+#: Interactive requests: answered by the service (deferred), not by the core.
+INTERACTIVE_OPS: frozenset[int] = frozenset(
+    {
+        SessionOp.CHAT,
+        SessionOp.POLL_CREATE,
+        SessionOp.POLL_VOTE,
+        SessionOp.POLL_CLOSE,
+        SessionOp.MODERATE,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -62,6 +76,8 @@ class Outcome:
 
     reply_args: list[Tsd] = field(default_factory=list)
     events: list[AvrsEvent] = field(default_factory=list)
+    deferred: bool = False
+    """The service answers (interactive requests): the connection registers it as pending."""
 
 
 #: Authorisation hook supplied by the connection: may the session publish into (PUBLISH) or
@@ -72,8 +88,8 @@ PublishCheck = Callable[[ClusterInfo, ContentInfo, tuple[AvrsChannel, int]], Non
 #: Session requests whose feature this node does not implement yet: refused with NOT_SUPPORTED
 #: before anything changes (never answered SUCCESS without their effect).
 UNSUPPORTED: dict[int, str] = {
-    SessionOp.CHAT: "chat is not implemented by this node yet",
     SessionOp.MONITOR: "monitoring sessions are not implemented by this node yet",
+    **{op: "no interactive service on this endpoint" for op in INTERACTIVE_OPS},
 }
 
 
@@ -133,6 +149,23 @@ class SessionMachine:
         if self.state in NOT_OPEN or self.state is SessionState.ERROR:
             return []
         return self._move(SessionState.ERROR, self._sid())
+
+    def detach(self, handle: int) -> list[AvrsEvent]:
+        """Remove one attached content (its grant ended, or a ban); the stage falls back as after
+        CONTENT_REMOVE."""
+        session = self.session
+        if session is None or handle not in session.contents:
+            return []
+        slot = session.detach_content(handle)
+        events: list[AvrsEvent] = [
+            ContentDetached(
+                session_id=session.session_id, handle=handle, content_id=slot.content.content_id
+            )
+        ]
+        events += self._move(
+            state_after_content_change(self.state, bool(session.contents)), session.session_id
+        )
+        return events
 
     def revoke(self) -> list[AvrsEvent]:
         """The membership behind the session ended: forget the session and its contents (no
@@ -211,11 +244,11 @@ class SessionMachine:
             if cluster_id not in session.clusters:
                 raise AvrsProtocolError(AvrsError.CLUSTER_NOT_FOUND, "session is not in it")
             session.clusters.discard(cluster_id)
-        elif op == SessionOp.CHAT:
-            text = args.text(SessionArg.TEXT, self.max_chat_text)
-            assert text is not None
-            cluster_id = args.require(SessionArg.CLUSTER_ID)
-            outcome.events.append(ChatReceived(session_id=sid, cluster_id=cluster_id, text=text))
+        elif op in INTERACTIVE_OPS:
+            if op == SessionOp.CHAT:
+                text = args.text(SessionArg.TEXT, self.max_chat_text)  # bounds the line
+                assert text is not None
+            outcome.deferred = True
         elif op == SessionOp.SYNC:
             outcome.reply_args.append(Tsd(ReplyArg.CLOCK, int(now * 1000).to_bytes(8, "little")))
             outcome.events.append(StreamControl(session_id=sid, op=op, args=args))

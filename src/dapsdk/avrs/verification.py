@@ -18,6 +18,7 @@ from .constants import (
     ClusterOp,
     CommonArg,
     SessionArg,
+    SessionOp,
 )
 from .directory import ClusterInfo, ClusterView, ContentInfo
 from .errors import AvrsError, AvrsProtocolError
@@ -35,6 +36,16 @@ from .replay import ANONYMOUS, AUTHENTICATED, ReplayGuard
 from .signing import SignatureAlgorithm, decode_sign_blob, verify_blob
 from .tsd import TsdList
 
+#: Session requests that name a content (CONTENT_UUID) and are checked against it.
+_INTERACTIVE: Final = frozenset(
+    {
+        SessionOp.CHAT,
+        SessionOp.POLL_CREATE,
+        SessionOp.POLL_VOTE,
+        SessionOp.POLL_CLOSE,
+        SessionOp.MODERATE,
+    }
+)
 _MEMBER_MUST_BE_PENDING: Final = frozenset(
     {ClusterOp.MEMBER_REQUEST_APPROVE, ClusterOp.MEMBER_REQUEST_DEL}
 )
@@ -109,6 +120,11 @@ def authorize_request(
     if channel is AvrsChannel.CLUSTER:
         content_id = args.fixed(ClusterArg.CONTENT_ID, GUUID_SIZE, required=False)
         content = None if content_id is None else cluster.contents.get(content_id)
+    elif op in _INTERACTIVE:
+        content_id = args.fixed(SessionArg.CONTENT_UUID, GUUID_SIZE, required=False)
+        content = None if content_id is None else cluster.contents.get(content_id)
+        if content_id is not None and content is None:
+            raise AvrsProtocolError(AvrsError.CONTENT_NOT_FOUND, "no such content")
     if permission.self_target is SelfTarget.MEMBER_ARG:
         target = args.fixed(ClusterArg.MEMBER, IDENTITY_SIZE, required=False)
     name = content.name if content is not None else ""
@@ -122,6 +138,7 @@ def authorize_request(
         content_name=name,
         content_owner=None if content is None else content.owner,
         target=target,
+        banned=cluster.is_banned(content_id, signer),
         now=now,
     )
     if not decision.allowed:
@@ -201,6 +218,7 @@ def content_decision(
         content_id=content.content_id,
         content_name=content.name,
         content_owner=content.owner,
+        banned=cluster.is_banned(content.content_id, identity),
         now=now,
     )
 

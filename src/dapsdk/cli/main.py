@@ -25,6 +25,9 @@ _SUBCOMMANDS = [
     ("dapsdk.cli.cert", "cert"),
     ("dapsdk.cli.token", "token"),
     ("dapsdk.cli.node", "node"),
+    ("dapsdk.cli.chat", "chat"),
+    ("dapsdk.cli.poll", "poll"),
+    ("dapsdk.cli.moderate", "moderate"),
     ("dapsdk.cli.cluster", "cluster"),
     ("dapsdk.cli.client", "status"),
 ]

@@ -32,6 +32,11 @@ from .avrs import (
     avrs_session_start_stream,
     avrs_verify_member_credentials,
 )
+from .avrs_interactive import (
+    avrs_broadcast_t,
+    avrs_create_interactive_broadcast,
+    avrs_interactive_config_t,
+)
 from .avrs_structs import (
     AVRS_ERROR,
     AVRS_ERROR_ARG_INCORRECT,
@@ -226,6 +231,7 @@ __all__ = [
     "DAP_STREAM_PKT_TYPE_ERROR",
     "DAP_STREAM_PKT_TYPE_KEEPALIVE",
     "STREAM_KEEPALIVE_TIMEOUT",
+    "avrs_broadcast_t",
     "avrs_ch_deinit",
     "avrs_ch_init",
     "avrs_ch_pkt_content_callback_t",
@@ -236,8 +242,10 @@ __all__ = [
     "avrs_cluster_add_member",
     "avrs_cluster_get_my_role",
     "avrs_cluster_monitor_performance",
+    "avrs_create_interactive_broadcast",
     "avrs_credentials_t",
     "avrs_encrypt_stream",
+    "avrs_interactive_config_t",
     "avrs_loop",
     "avrs_node",
     "avrs_packet_t",

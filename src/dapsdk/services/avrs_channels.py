@@ -34,6 +34,7 @@ from dapsdk.avrs.events import (
 )
 from dapsdk.avrs.packets import ContentPacket
 from dapsdk.avrs.permissions import PUBLISH, SUBSCRIBE
+from dapsdk.avrs.session_core import INTERACTIVE_OPS
 from dapsdk.avrs.sessions import AvrsSession, SessionRegistry
 from dapsdk.avrs.signing import identity_of
 from dapsdk.avrs.verification import SecondFactor, content_decision
@@ -44,6 +45,7 @@ from dapsdk.stream.constants import PacketType
 from dapsdk.stream.errors import DapError, ErrorCode
 
 from .avrs_cluster import ClusterDirectory, GrantedView
+from .avrs_interactive import InteractiveService
 from .quality import QualityReport, QualityStore
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ class AvrsBinding:
         self.conn.unsupported[(AvrsChannel.SIGNAL, SignalOp.REDIRECT)] = (
             "REDIRECT is sent by nodes to clients; a node does not follow one"
         )
+        for op in INTERACTIVE_OPS:  # the service's InteractiveService answers them
+            self.conn._machine.unsupported.pop(op, None)
         self.auth_cache: dict[tuple[bytes, tuple[AvrsChannel, int]], tuple[int, bytes, bool]] = {}
         """(content, operation) -> (directory version, session id, allowed)."""
         self.lost = False
@@ -214,6 +218,8 @@ class AvrsService:
         """TOTP check of administrative requests (None: every one is refused)."""
         self.sweep_interval = sweep_interval
         self.quality = QualityStore()
+        self.interactive = InteractiveService(self)
+        """Chat, polls and moderation (:mod:`.avrs_interactive`)."""
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.sessions = SessionRegistry(
@@ -348,7 +354,7 @@ class AvrsService:
             gone = (sid is not None and info.roles_of(sid) is None) or (
                 peer in ended and info.roles_of(peer) is None and sid in (None, peer)
             )
-            if session is not None and (gone or not self._session_allowed(session, now)):
+            if session is not None and gone:
                 log.info(
                     "stream %d: membership of %s ended; session closed",
                     binding.stream.id,
@@ -358,27 +364,34 @@ class AvrsService:
                     AvrsError.MEMBER_REVOKED, "the membership behind this session ended"
                 )
                 binding.pump()
+            elif session is not None:
+                for handle, code in self._disallowed(session, now):
+                    log.info("stream %d: content %d detached (%s)", binding.stream.id, handle,
+                             AvrsError(code).token)  # fmt: skip
+                    binding.conn.detach_content(handle, code, "no longer allowed: " + code.token)
+                binding.pump()
             if gone and binding.stream.is_active:
                 task = asyncio.ensure_future(binding.stream.close(0, "membership ended"))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
-    def _session_allowed(self, session: AvrsSession, now: float) -> bool:
+    def _disallowed(self, session: AvrsSession, now: float) -> list[tuple[int, AvrsError]]:
+        """(handle, code) of the attached contents the session may no longer use."""
         info = self.directory.info
-        for slot in session.contents.values():
+        result = []
+        for slot in list(session.contents.values()):
             content = info.contents.get(slot.content.content_id, slot.content)
             for needed, operation in (
                 (slot.accepts_input, PUBLISH),
                 (slot.streams_output, SUBSCRIBE),
             ):
-                if (
-                    needed
-                    and not content_decision(
-                        info, session.session_id, content, operation, now
-                    ).allowed
-                ):
-                    return False
-        return True
+                if not needed:
+                    continue
+                decision = content_decision(info, session.session_id, content, operation, now)
+                if not decision.allowed:
+                    result.append((slot.handle, decision.code))
+                    break
+        return result
 
     def allowed(
         self, binding: AvrsBinding, content_id: bytes, operation: tuple[AvrsChannel, int]
@@ -429,6 +442,7 @@ class AvrsService:
                 self.quality.add(content_id, report)
             if self.requests is not None:
                 self.requests.quality_report(binding, event.args)
+        self.interactive.on_event(binding, event)
         for listener in tuple(self.listeners):
             try:
                 listener(binding, event)

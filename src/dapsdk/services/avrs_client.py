@@ -52,6 +52,8 @@ from dapsdk.stream.errors import DapError
 from .avrs_channels import AVRS_CHANNEL_IDS, channel_priority
 from .avrs_cluster import CredentialArg
 
+#: Interactive pushes kept unread by a client.
+MAX_PUSHES = 256
 #: Seconds a request waits for its retcode (the node's own reply timeout is 10 s).
 DEFAULT_REQUEST_TIMEOUT = 15.0
 #: Redirects kept unread, and typed responses kept (oldest dropped first).
@@ -102,6 +104,11 @@ class AvrsClient:
         """Retcodes the node sent for refused content packets we published."""
         self._content_error_queue: asyncio.Queue[Reply] = asyncio.Queue()
         self.responses: list[ResponseReceived] = []
+        self.pushes: asyncio.Queue[ResponseReceived] = asyncio.Queue(maxsize=MAX_PUSHES)
+        """Interactive pushes of the node (CHAT_MESSAGE, POLL_STATE, MODERATION on 'S' with
+        request id 0); beyond MAX_PUSHES unread the newest are dropped (counted in
+        :attr:`pushes_dropped`)."""
+        self.pushes_dropped = 0
         self.notices: asyncio.Queue[Reply] = asyncio.Queue(maxsize=64)
         """Unsolicited retcodes (request id 0), e.g. MEMBER_REVOKED when the node ended the
         session; beyond 64 unread the newest are dropped."""
@@ -150,6 +157,15 @@ class AvrsClient:
                 waiter = self._waiting.pop(reply.request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
+            elif (
+                isinstance(event, ResponseReceived)
+                and event.channel == AvrsChannel.SESSION
+                and event.request_id == 0
+            ):
+                if self.pushes.full():
+                    self.pushes_dropped += 1
+                else:
+                    self.pushes.put_nowait(event)
             elif isinstance(event, ResponseReceived):
                 if len(self.responses) >= MAX_RESPONSES:
                     del self.responses[0]
@@ -351,6 +367,73 @@ class AvrsClient:
             packet = replace(packet, dts=dts)
         self.channels[AvrsChannel.CONTENT].write_nowait(PacketType.DATA, encode_content(packet))
         return packet
+
+    # ------------------------------------------------------------------ interactive
+
+    async def interactive(
+        self,
+        op: SessionOp,
+        cluster_id: bytes,
+        content_id: bytes,
+        args: Sequence[Tsd] = (),
+        *,
+        totp: str | None = None,
+    ) -> Reply:
+        """A signed chat / poll / moderation request about ``content_id``; raises
+        :class:`AvrsRequestError` unless SUCCESS."""
+        base = [Tsd(SessionArg.CLUSTER_ID, cluster_id), Tsd(SessionArg.CONTENT_UUID, content_id)]
+        return await self.call(AvrsChannel.SESSION, op, [*base, *args], signed=True, totp=totp)
+
+    async def chat(self, cluster_id: bytes, content_id: bytes, text: str) -> int:
+        """Send a chat line to the members of ``content_id``; returns its message id."""
+        reply = await self.interactive(
+            SessionOp.CHAT, cluster_id, content_id, [Tsd(SessionArg.TEXT, text.encode())]
+        )
+        return int.from_bytes(reply.arg(SessionArg.MESSAGE_ID) or bytes(8), "little")
+
+    async def create_poll(
+        self, cluster_id: bytes, content_id: bytes, question: str, options: Sequence[str]
+    ) -> int:
+        args = [Tsd(SessionArg.TEXT, question.encode())]
+        args += [Tsd(SessionArg.POLL_OPTION, o.encode()) for o in options]
+        reply = await self.interactive(SessionOp.POLL_CREATE, cluster_id, content_id, args)
+        return int.from_bytes(reply.arg(SessionArg.POLL_ID) or bytes(4), "little")
+
+    async def vote(self, cluster_id: bytes, content_id: bytes, poll_id: int, choice: int) -> None:
+        args = [
+            Tsd(SessionArg.POLL_ID, poll_id.to_bytes(4, "little")),
+            Tsd(SessionArg.POLL_CHOICE, bytes([choice])),
+        ]
+        await self.interactive(SessionOp.POLL_VOTE, cluster_id, content_id, args)
+
+    async def close_poll(self, cluster_id: bytes, content_id: bytes, poll_id: int) -> None:
+        args = [Tsd(SessionArg.POLL_ID, poll_id.to_bytes(4, "little"))]
+        await self.interactive(SessionOp.POLL_CLOSE, cluster_id, content_id, args)
+
+    async def moderate(
+        self,
+        cluster_id: bytes,
+        content_id: bytes,
+        action: int,
+        *,
+        member: bytes | None = None,
+        message_id: int | None = None,
+        duration: int | None = None,
+        totp: str | None = None,
+    ) -> None:
+        """MODERATE (ModAction); a host or operator moderating by role needs ``totp``."""
+        args = [Tsd(SessionArg.MOD_ACTION, bytes([action]))]
+        if member is not None:
+            args.append(Tsd(SessionArg.MEMBER, member))
+        if message_id is not None:
+            args.append(Tsd(SessionArg.MESSAGE_ID, message_id.to_bytes(8, "little")))
+        if duration is not None:
+            args.append(Tsd(SessionArg.DURATION, duration.to_bytes(4, "little")))
+        await self.interactive(SessionOp.MODERATE, cluster_id, content_id, args, totp=totp)
+
+    async def next_push(self, timeout: float | None = None) -> ResponseReceived:
+        """The next interactive push (CHAT_MESSAGE, POLL_STATE, MODERATION)."""
+        return await asyncio.wait_for(self.pushes.get(), timeout)
 
     async def next_notice(self, timeout: float | None = None) -> Reply:
         """Wait for the next unsolicited retcode (e.g. MEMBER_REVOKED)."""

@@ -250,6 +250,18 @@ class ClusterDirectory:
         contents[content.content_id] = content
         self._put(replace(info, contents=contents))
 
+    def set_banned(self, content_id: bytes, identity: bytes, banned: bool) -> None:
+        """Moderation: ``identity`` may (not) attach, chat or vote in ``content_id``."""
+        info = self.info
+        current = info.banned.get(content_id, frozenset())
+        updated = current | {identity} if banned else current - {identity}
+        table = dict(info.banned)
+        if updated:
+            table[content_id] = updated
+        else:
+            table.pop(content_id, None)
+        self._put(replace(info, banned=table))
+
     def remove_content(self, content_id: bytes) -> None:
         info = self.info
         contents = {k: v for k, v in info.contents.items() if k != content_id}
@@ -563,7 +575,18 @@ class ClusterDirectory:
             data[1:].rstrip(b"\0").decode("ascii")
             for data in sorted(args.all(ClusterArg.CONTENT_FLOW_CODEC), key=lambda d: d[0])
         )
-        self.put_content(ContentInfo(content_id, signer, flows, codecs, title, name=name))
+        interactive = args.uint(ClusterArg.CONTENT_INTERACTIVE, 1, required=False)
+        self.put_content(
+            ContentInfo(
+                content_id,
+                signer,
+                flows,
+                codecs,
+                title,
+                name=name,
+                interactive=0x07 if interactive is None else interactive & 0x07,
+            )
+        )
         return int(AvrsError.SUCCESS), None
 
     def _content_del(

@@ -75,15 +75,17 @@ class Cluster:
     secrets: dict[str, str] = field(default_factory=dict)
     """TOTP secrets of the administrators (host, operator), in totp.secrets."""
     steps: dict[str, int] = field(default_factory=dict)
+    """Last TOTP step used per administrator and node."""
 
-    def totp(self, name: str) -> str:
+    def totp(self, name: str, at: str = "host") -> str:
         """A TOTP code ``name`` has not used yet: administrative requests carry one, and each
         30 s step is accepted once, one step of skew either side (the current step, then the
         next: up to 2 per 30 s, still valid if the request arrives after a step boundary)."""
         step = int(time.time()) // 30
-        use = max(step, self.steps.get(name, step - 1) + 1)
-        assert use <= step + 1, f"{name}: more than 2 administrative requests in one 30 s step"
-        self.steps[name] = use
+        key = f"{name}@{at}"  # each node keeps its own replay state
+        use = max(step, self.steps.get(key, step - 1) + 1)
+        assert use <= step + 1, f"{key}: more than 2 administrative requests in one 30 s step"
+        self.steps[key] = use
         return totp_code(self.secrets[name], now=use * 30)
 
     def signer(self, name: str) -> AvrsSigner:
@@ -427,7 +429,7 @@ async def test_every_cluster_request_is_answered_by_its_handler(
         ClusterOp.CHANGE,
         [Tsd(ClusterArg.ID, other), Tsd(ClusterArg.TITLE, b"Side room")],
         signed=True,
-        totp=c.totp("host"),
+        totp=c.totp("host", at="balancer"),
     )
     assert reply.code == ok
     reply, args = await ask(host, ClusterOp.LIST_REQ, signed=False)
@@ -437,7 +439,7 @@ async def test_every_cluster_request_is_answered_by_its_handler(
         ClusterOp.DESTROY,
         [Tsd(ClusterArg.ID, other)],
         signed=True,
-        totp=c.totp("host"),
+        totp=c.totp("host", at="balancer"),
     )
     assert reply.code == ok
     reply, _ = await ask(host, ClusterOp.DESTROY)

@@ -8,7 +8,8 @@ identity of ``--config`` and sends one signed cluster request:
 - ``approve MEMBER [--role R] [--totp CODE]``: MEMBER_REQUEST_APPROVE (host/operator);
 - ``remove MEMBER [--totp CODE]``: MEMBER_REMOVE (host/operator), revoked cluster-wide;
 - ``roles MEMBER ROLES [--totp CODE]``: ROLE_ASSIGN (host);
-- ``drain NODE [--undo]``: CHANGE with DRAIN (host): balancers move the node's clients away.
+- ``drain NODE [--undo] [--totp CODE]``: CHANGE with DRAIN (host): balancers move the node's
+  clients away.
 
 MEMBER is the 64-hex-digit identity ``avrs cluster join`` and ``members`` print.
 """
@@ -222,11 +223,15 @@ def _roles(text: str) -> int:
 @_to_option
 @click.argument("node_address")
 @click.option("--undo", is_flag=True, help="Let the node take clients again.")
-def drain(config_path: Path, target: str | None, node_address: str, undo: bool) -> None:
+@_totp_option
+def drain(
+    config_path: Path, target: str | None, node_address: str, undo: bool, totp: str | None
+) -> None:
     """Drain a server (host only): it takes no new clients and balancers move its clients."""
     try:
         address = NodeAddress.parse(node_address)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     data = address.value.to_bytes(8, "little") + bytes([0 if undo else 1])
-    _finish(*_run(config_path, target, ClusterOp.CHANGE, [Tsd(ServiceArg.DRAIN, data)])[:3])
+    args = _totp([Tsd(ServiceArg.DRAIN, data)], totp)
+    _finish(*_run(config_path, target, ClusterOp.CHANGE, args)[:3])

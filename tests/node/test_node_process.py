@@ -197,3 +197,37 @@ async def test_debug_more_turns_on_protocol_debug_lines(tmp_path: Path) -> None:
     await client.close()
     logs = await node.stop()
     assert logs and not [e for e in logs if e["level"] == "debug"]
+
+
+async def test_a_stderr_nobody_reads_does_not_stall_the_node(tmp_path: Path) -> None:
+    """Log records go through a bounded queue to a writer thread: when the stderr pipe is full
+    (nobody reads it), records are dropped and the node keeps serving."""
+    config = tmp_path / "node.cfg"
+    config.write_text("[avrs]\nrole = host\nlisten = tcp://127.0.0.1:0\ndebug_more = true\n")
+    unread, stderr = os.pipe()  # the read end is never read
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dapsdk.cli", "node", "--config", str(config),
+        "--log-level", "debug", "--ready", stdout=asyncio.subprocess.PIPE, stderr=stderr,
+    )  # fmt: skip
+    os.close(stderr)
+    try:
+        assert proc.stdout is not None
+        url = ""
+        while (
+            line := (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode()
+        ) != "ready\n":
+            assert line, "node exited"
+            if line.startswith("listening "):
+                url = line.split()[1]
+        client = StreamNode()
+        await client.start()
+        # Each connection writes about 550 bytes of DEBUG/INFO lines; 250 of them are about
+        # twice the 64 KiB a pipe holds.
+        for _ in range(250):
+            stream = await asyncio.wait_for(client.connect(url), 10.0)
+            stream.abort()
+        await client.close()
+    finally:
+        proc.kill()
+        await proc.wait()
+        os.close(unread)

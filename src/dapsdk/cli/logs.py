@@ -8,8 +8,11 @@ pairs in text and keys in JSON. Keys and tokens are never passed to a log call.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from collections.abc import Callable
@@ -70,22 +73,73 @@ class JsonFormatter(logging.Formatter):
 
 
 _HANDLER_NAME: Final = "avrs-cli"
+#: Log records waiting for the writer thread at most; beyond, records are dropped (and counted), so
+#: a slow or full stderr (a pipe nobody reads) never blocks the event loop.
+LOG_QUEUE_RECORDS: Final = 10_000
+
+
+class DroppingQueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; drops them when its bounded queue is full."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(records)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+#: Seconds the writer thread gets at exit to write what is queued (a stderr nobody reads must not
+#: keep the process alive).
+EXIT_FLUSH_SECONDS: Final = 2.0
+
+
+def _stop_listener() -> None:
+    global _listener
+    listener, _listener = _listener, None
+    if listener is None:
+        return
+    try:
+        listener.enqueue_sentinel()
+    except queue.Full:
+        return  # the writer is stuck; its thread is a daemon and dies with the process
+    thread = listener._thread
+    if thread is not None:
+        thread.join(EXIT_FLUSH_SECONDS)
 
 
 def install_logging(level: str = "info", fmt: str = "text") -> logging.Handler:
-    """Install the CLI's single stderr handler (replacing one installed before) and set the
-    ``dapsdk`` level. Loggers set to DEBUG on their own (``debug_more``) still get through."""
+    """Install the CLI's single handler (replacing one installed before) and set the ``dapsdk``
+    level. Loggers set to DEBUG on their own (``debug_more``) still get through.
+
+    Records go through a bounded queue (:data:`LOG_QUEUE_RECORDS`) to a writer thread that
+    formats them onto stderr: logging never blocks the event loop."""
+    global _listener
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    _stop_listener()
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.Queue[logging.LogRecord] = queue.Queue(LOG_QUEUE_RECORDS)
+    handler = DroppingQueueHandler(records)
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("dapsdk").setLevel(level.upper())
     return handler
+
+
+atexit.register(_stop_listener)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

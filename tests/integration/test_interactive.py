@@ -244,3 +244,42 @@ async def test_compat_create_interactive_broadcast(tmp_path: Path) -> None:
         assert compat.avrs_create_interactive_broadcast("") is None  # not a content name
     finally:
         compat.avrs_plugin_deinit()
+
+
+async def test_a_member_that_never_reads_misses_pushes_instead_of_growing_the_node(
+    tmp_path: Path,
+) -> None:
+    """Bound (docs/reliability.md): pushes to a member whose session channel is above the
+    high-water mark are dropped and counted; the node's queue for it stays bounded."""
+    from dapsdk.avrs.constants import AvrsChannel as Ch
+
+    from .avrs_env import AvrsEnv
+
+    env = AvrsEnv(tmp_path)
+    node = await env.start_server()
+    dep = Deployment(env, node.urls[0])
+    try:
+        owner = await dep.certified("owner", Role.SERVER)
+        await owner.add_content(CLUSTER_ID, DEBATE, "av", name="debate")
+        talker = await viewer(dep, "talker")
+        deaf = await viewer(dep, "deaf")
+        for member in (talker, deaf):
+            await member.attach(CLUSTER_ID, DEBATE)
+        deaf.channels[Ch.SESSION].packet_in = None  # its pushes now wait unread (no credit back)
+        line = "x" * 1900
+        high_water = next(iter(node.service.bindings.values())).stream.config.send_high_water
+        service = node.service
+        sent = 0
+        while service.interactive.dropped == 0:
+            await talker.chat(CLUSTER_ID, DEBATE, line)
+            sent += 1
+            assert sent < 5000, "no push was ever dropped"
+        queued = max(
+            b.channels[Ch.SESSION].queued_bytes
+            for b in service.bindings.values()
+            if Ch.SESSION in b.channels
+        )
+        assert queued < high_water + 4096  # one push beyond the mark at most
+    finally:
+        await dep.close()
+        await node.close()

@@ -54,8 +54,22 @@ async def wait_until(predicate, timeout: float = 15.0, step: float = 0.05) -> No
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
+    async with _gateway_env(tmp_path) as gateway_env:
+        yield gateway_env
+
+
+@pytest.fixture
+async def strict_env(tmp_path: Path) -> AsyncIterator[GatewayEnv]:
+    """As ``env``, with ``loopback_no_credentials = false`` in the node's config file: loopback
+    players need a token like everyone else."""
+    async with _gateway_env(tmp_path, "loopback_no_credentials = false\n") as gateway_env:
+        yield gateway_env
+
+
+@contextlib.asynccontextmanager
+async def _gateway_env(tmp_path: Path, extra: str = "") -> AsyncIterator[GatewayEnv]:
     sandbox = Sandbox(tmp_path)
-    node = await sandbox.start_server()
+    node = await sandbox.start_server(extra)
     vod_dir = tmp_path / "vod"
     vod_dir.mkdir()
     gateway = await node.start_gateway(port=0, vod_root=vod_dir)

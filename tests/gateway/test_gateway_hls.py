@@ -89,14 +89,14 @@ async def test_cache_headers_and_etag_revalidation(env: GatewayEnv) -> None:
     seg_url = f"{env.url}/hls/vod1/270p/seg0.m4s"
     async with env.http.get(seg_url) as r:
         assert r.status == 200
-        assert "immutable" in r.headers["Cache-Control"] and "public" in r.headers["Cache-Control"]
+        assert "immutable" in r.headers["Cache-Control"] and "private" in r.headers["Cache-Control"]
         etag = r.headers["ETag"]
         body = await r.read()
     assert body[4:8] == b"moof"
     async with env.http.get(seg_url, headers={"If-None-Match": etag}) as r:
         assert r.status == 304
     async with env.http.get(f"{env.url}/hls/live1/180p/index.m3u8") as r:
-        assert r.headers["Cache-Control"] == "public, max-age=1"
+        assert r.headers["Cache-Control"] == "private, max-age=1"
     async with env.http.get(f"{env.url}/hls/live1/180p/init.mp4") as r:
         assert (await r.read())[4:8] == b"ftyp" and r.headers["ETag"]
 

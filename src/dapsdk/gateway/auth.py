@@ -13,12 +13,13 @@ never the cluster owner (the owner signs with the node key on the stream protoco
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import time
 from dataclasses import dataclass
 
 from ..avrs.constants import AvrsChannel, Role
 from ..avrs.errors import AvrsError
-from ..avrs.permissions import Principal, authorize_operation
+from ..avrs.permissions import SUBSCRIBE, Principal, authorize_operation
 from ..services.auth.errors import AuthError
 from ..services.auth.tokens import TokenGrants, TokenVerifier
 from ..services.avrs_cluster import content_guuid, core_grants
@@ -105,3 +106,56 @@ def check(
         raise Refused(AvrsError.SIGN_NOT_PRESENT, 401, "this operation needs a bearer token")
     status = 401 if decision.code == AvrsError.MEMBER_REVOKED else 403
     raise Refused(AvrsError(decision.code), status, decision.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackRule:
+    """The node's ``[avrs] loopback_no_credentials`` and ``token_required`` as the gateway's
+    playback (HLS, low-latency WebSocket) applies them: a request without a token is let through
+    from a loopback address when ``loopback_no_credentials`` is set, and from anywhere when
+    ``token_required`` is off; a request with a token is always checked."""
+
+    loopback_no_credentials: bool = True
+    token_required: bool = True
+
+    def open_to(self, peer: str | None) -> bool:
+        """Whether a request from ``peer`` may play without a token."""
+        if not self.token_required:
+            return True
+        return self.loopback_no_credentials and is_loopback(peer)
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def playback_token(header: str | None, query_token: str | None) -> tuple[str | None, bool]:
+    """The ``Authorization`` header to check (the query's ``token`` as a bearer header when the
+    request has no header) and whether the token came from the query."""
+    if header:
+        return header, False
+    if query_token:
+        return f"Bearer {query_token}", True
+    return None, False
+
+
+def check_playback(
+    rule: PlaybackRule,
+    peer: str | None,
+    header: str | None,
+    verifier: TokenVerifier | None,
+    *,
+    content: str,
+    now: float | None = None,
+) -> None:
+    """Raise :class:`Refused` unless the request may receive ``content``: the stream protocol's
+    SUBSCRIBE decision for the token's caller, or no token when ``rule`` lets ``peer`` in."""
+    if not header and rule.open_to(peer):
+        return
+    caller = caller_of(header, verifier, now)
+    check(caller, *SUBSCRIBE, cluster_owner=None, content=content, now=now)

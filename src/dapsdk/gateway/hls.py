@@ -209,7 +209,8 @@ class HlsRendition:
 
     # ------------------------------------------------------------------ playlists
 
-    def media_playlist(self) -> str:
+    def media_playlist(self, query: str = "") -> str:
+        """The media playlist; ``query`` (e.g. ``?token=...``) is appended to every URI in it."""
         t = self.timings
         complete = [s for s in self.segments if s.complete]
         target = max([math.ceil(s.duration) for s in complete] + [math.ceil(t.segment_target)])
@@ -226,7 +227,7 @@ class HlsRendition:
             )
         first = self.segments[0].msn if self.segments else 0
         lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first}")
-        lines.append('#EXT-X-MAP:URI="init.mp4"')
+        lines.append(f'#EXT-X-MAP:URI="init.mp4{query}"')
         with_parts = self.live and not self.ended
         listed = {s.msn for s in list(self.segments)[-t.parts_listed :]}
         for seg in self.segments:
@@ -236,16 +237,16 @@ class HlsRendition:
                 lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_iso(seg.published_at)}")
             if with_parts and seg.msn in listed:
                 for index, part in enumerate(seg.parts):
-                    attrs = f'DURATION={part.duration:.5f},URI="part{seg.msn}.{index}.m4s"'
+                    attrs = f'DURATION={part.duration:.5f},URI="part{seg.msn}.{index}.m4s{query}"'
                     if part.independent:
                         attrs += ",INDEPENDENT=YES"
                     lines.append(f"#EXT-X-PART:{attrs}")
             if seg.complete:
                 lines.append(f"#EXTINF:{seg.duration:.5f},")
-                lines.append(f"seg{seg.msn}.m4s")
+                lines.append(f"seg{seg.msn}.m4s{query}")
         if with_parts and self.segments:
             msn, index = self._next_part()
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part{msn}.{index}.m4s"')
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part{msn}.{index}.m4s{query}"')
         if self.ended or not self.live:
             lines.append("#EXT-X-ENDLIST")
         return "\n".join(lines) + "\n"
@@ -258,14 +259,15 @@ class HlsRendition:
         return last.msn, len(last.parts)
 
 
-def master_playlist(renditions: list[HlsRendition]) -> str:
+def master_playlist(renditions: list[HlsRendition], query: str = "") -> str:
+    """The multivariant playlist; ``query`` is appended to every media playlist URI."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
     for r in sorted(renditions, key=lambda r: r.bandwidth, reverse=True):
         lines.append(
             f"#EXT-X-STREAM-INF:BANDWIDTH={r.bandwidth},RESOLUTION={r.width}x{r.height},"
             f'CODECS="{r.codecs}"'
         )
-        lines.append(f"{r.name}/index.m3u8")
+        lines.append(f"{r.name}/index.m3u8{query}")
     return "\n".join(lines) + "\n"
 
 

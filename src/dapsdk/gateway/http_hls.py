@@ -1,5 +1,11 @@
 """HLS and low-latency handlers: parse the request, ask the rendition, add cache headers.
 
+Playback is authorised like a stream-protocol SUBSCRIBE (:func:`.auth.check_playback`): the
+token comes from ``Authorization: Bearer`` or, for players that cannot set headers, from a
+``?token=`` query parameter, which the playlists then append to every URI they list. Requests
+without a token pass only where the node's ``loopback_no_credentials`` / ``token_required``
+rules let them. Refusals are problem+json (401/403) with the AVRS code.
+
 Cache policy (so that a CDN or an nginx cache can sit in front, docs/operations.md):
 
 * segments, parts and init segments never change once produced: ``public, max-age=60`` for live
@@ -8,7 +14,9 @@ Cache policy (so that a CDN or an nginx cache can sit in front, docs/operations.
   version in its URL, so it may be cached as long as a segment lasts (``max-age=2``);
 * VoD playlists and master playlists: ``max-age=5`` (master) / ``max-age=3600`` (VoD).
 
-``If-None-Match`` with the current ETag is answered 304.
+``If-None-Match`` with the current ETag is answered 304. While the node requires tokens
+(``token_required``, the default) every ``public`` above is sent as ``private``: a shared cache
+must not hand one viewer's authorised response to another.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ import contextlib
 import hashlib
 import json
 import time
+from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
 
 from ..avrs.errors import AvrsError
+from .auth import check_playback, playback_token
 from .content import ContentType, GatewayContent, RenditionPipeline
 from .hls import HlsRendition, NotAvailable, master_playlist
 from .http_api import STATE_KEY, refuse
@@ -37,8 +47,29 @@ def _state(request: web.Request) -> GatewayState:
     return request.app[STATE_KEY]
 
 
+def _authorize(request: web.Request) -> None:
+    """Refuse the request unless it may play its content (module docstring)."""
+    state = _state(request)
+    header, _ = playback_token(request.headers.get("Authorization"), request.query.get("token"))
+    check_playback(
+        state.playback_rule,
+        request.remote,
+        header,
+        state.token_verifier,
+        content=request.match_info["content"],
+    )
+
+
+def _token_query(request: web.Request) -> str:
+    """What a playlist appends to the URIs it lists: ``?token=...`` when the request's token came
+    in the query (and no ``Authorization`` header), else nothing."""
+    _, from_query = playback_token(request.headers.get("Authorization"), request.query.get("token"))
+    return "?" + urlencode({"token": request.query["token"]}) if from_query else ""
+
+
 def _content(request: web.Request) -> GatewayContent:
     state = _state(request)
+    _authorize(request)
     content = state.catalog.get(request.match_info["content"])
     if content is None:
         state.http.cache_misses += 1
@@ -64,6 +95,8 @@ def _respond(
     if hit:
         state.http.cache_hits += 1
     etag = '"' + hashlib.sha1(body).hexdigest()[:20] + '"'
+    if state.playback_rule.token_required:
+        cache = cache.replace("public", "private")
     headers = {"Cache-Control": cache, "ETag": etag, "Access-Control-Allow-Origin": "*"}
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers=headers)
@@ -83,7 +116,7 @@ async def master(request: web.Request) -> web.Response:
         state = _state(request)
         state.http.cache_misses += 1
         raise refuse(state, AvrsError.CONTENT_UNAVAILBLE, 503, "no media packaged yet")
-    text = master_playlist(renditions)
+    text = master_playlist(renditions, _token_query(request))
     cache = "public, max-age=5" if content.type is not ContentType.VOD else "public, max-age=3600"
     return _respond(request, text.encode(), M3U8, cache)
 
@@ -125,7 +158,8 @@ async def media_playlist(request: web.Request) -> web.Response:
         cache = "public, max-age=2"
     else:
         cache = "public, max-age=1"
-    return _respond(request, hls.media_playlist().encode(), M3U8, cache)
+    body = hls.media_playlist(_token_query(request)).encode()
+    return _respond(request, body, M3U8, cache)
 
 
 async def init_segment(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ from ..services.auth.roles import format_roles
 from ..services.auth.tokens import TokenVerifier
 from ..services.avrs_cluster import content_guuid
 from ..services.registry import RegistryUnavailable
+from .auth import PlaybackRule
 from .content import ContentCatalog
 from .metrics import HttpCounters
 from .qoe import QoeAggregator
@@ -131,6 +132,14 @@ class GatewayState:
         if self.node is None:
             return None
         return self.node.credentials.token_verifier
+
+    @property
+    def playback_rule(self) -> PlaybackRule:
+        """The node's loopback/token rules for playback (defaults without a node)."""
+        if self.node is None:
+            return PlaybackRule()
+        avrs = self.node.config.avrs
+        return PlaybackRule(avrs.loopback_no_credentials, avrs.token_required)
 
     @property
     def cluster_owner(self) -> bytes | None:

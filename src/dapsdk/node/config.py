@@ -74,10 +74,17 @@ IDENTITY_FILE_NAME: Final = "node.key"
 #: with "not supported yet" and the reason, never silently ignored. A helper who implements a
 #: key removes its row here (and the docs' key reference is regenerated from this table).
 NOT_SUPPORTED_YET: Final[Mapping[tuple[str, str], str]] = {
-    ("avrs", "loopback_no_credentials"): "RTMP ingest applies the default (true); dap_stream "
-    "publishers and players still need a token or certificate from every address",
+    ("avrs", "loopback_no_credentials"): "only false is accepted (every address then needs "
+    "credentials); true, the default when the key is absent, is applied by RTMP ingest and HTTP "
+    "playback, while dap_stream publishers and players need a token or certificate from every "
+    "address",
     ("avrs", "token_required"): "RTMP ingest applies the default (true); dap_stream publishers "
     "and players always need a token or certificate",
+}
+#: The one value of a :data:`NOT_SUPPORTED_YET` key that every part of the node honours: a file
+#: may set the key to it (any other value stays refused).
+HONOURED_VALUES: Final[Mapping[tuple[str, str], object]] = {
+    ("avrs", "loopback_no_credentials"): False,
 }
 _SERVING_ROLES: Final = Role.HOST | Role.SERVER | Role.BALANCER
 _MIB: Final = 1024 * 1024
@@ -648,7 +655,10 @@ def _section_values(
         except BadValue as exc:
             raise _value_error(source, section, key, raw, exc.allowed) from None
         why = NOT_SUPPORTED_YET.get((section, key))
-        if why is not None:
+        honoured = (section, key) in HONOURED_VALUES and HONOURED_VALUES[section, key] == values[
+            key
+        ]
+        if why is not None and not honoured:
             raise _value_error(
                 source, section, key, raw, f"not supported yet ({why}); remove the key"
             )

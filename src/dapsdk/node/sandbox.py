@@ -100,8 +100,9 @@ class Sandbox:
             subject, grants, now=self.now if issued is None else issued, ttl=ttl
         )
 
-    async def start_server(self) -> AvrsNode:
-        node = build_node(load_node_config(self.server_config()))
+    async def start_server(self, extra: str = "") -> AvrsNode:
+        """The host/server node; ``extra`` lines are appended to its ``[avrs]`` section."""
+        node = build_node(load_node_config(self.server_config(extra)))
         await node.start()
         return node
 

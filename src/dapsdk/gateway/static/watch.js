@@ -26,6 +26,12 @@
     const t = tokenInput.value.trim();
     return t ? { "Authorization": "Bearer " + t } : {};
   }
+  // players cannot set headers on media requests: the token goes in the URL (the gateway's
+  // playlists then carry it into every URI they list)
+  function tokenParam(sep) {
+    const t = tokenInput.value.trim();
+    return t ? sep + "token=" + encodeURIComponent(t) : "";
+  }
 
   // ------------------------------------------------------------------ QoE bookkeeping
   let stallStart = null;
@@ -80,7 +86,7 @@
     }
     ms.addEventListener("sourceopen", () => {
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      const ws = new WebSocket(`${proto}//${location.host}/live/${encodeURIComponent(contentId)}/${encodeURIComponent(rendition.name)}`);
+      const ws = new WebSocket(`${proto}//${location.host}/live/${encodeURIComponent(contentId)}/${encodeURIComponent(rendition.name)}${tokenParam("?")}`);
       ws.binaryType = "arraybuffer";
       ws.onmessage = (ev) => {
         const view = new DataView(ev.data);
@@ -132,7 +138,7 @@
 
   // ------------------------------------------------------------------ HLS (hls.js or native)
   function playHls(info) {
-    const src = `/hls/${encodeURIComponent(contentId)}/master.m3u8?viewer=${playerId}`;
+    const src = `/hls/${encodeURIComponent(contentId)}/master.m3u8?viewer=${playerId}${tokenParam("&")}`;
     if (window.Hls && window.Hls.isSupported()) {
       state.mode = "hls.js";
       const hls = new window.Hls({ lowLatencyMode: info.type !== "vod", backBufferLength: 30 });

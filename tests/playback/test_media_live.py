@@ -20,7 +20,7 @@ from dapsdk.services.avrs_media import sign_media
 from dapsdk.services.media.model import MediaPacket
 from dapsdk.services.media.player import FileSink, play
 from dapsdk.services.media.publisher import PublishRefused, publish
-from dapsdk.services.media.source import FileSource, TestPattern
+from dapsdk.services.media.source import FileSource, PatternSource
 from dapsdk.stream.identity import NodeIdentity
 
 pytestmark = pytest.mark.asyncio
@@ -115,7 +115,7 @@ async def test_late_joiner_starts_at_a_keyframe_and_forgery_is_refused(tmp_path:
             if count == 50:  # mid-GOP (GOP = 30 video frames + audio)
                 sent.set()
 
-        source = TestPattern(width=160, height=120, duration=3.0)
+        source = PatternSource(width=160, height=120, duration=3.0)
         publishing = asyncio.create_task(
             publish(pclient, sandbox.cluster_id, content_id, source, on_packet=on_packet)
         )

@@ -128,9 +128,14 @@ class ContentFlag(enum.IntFlag):
     NONE = 0
     STREAMING_OUT = 0x1  #: (original) the node streams this content out to the session
     STREAMING_IN = 0x2  #: (original) the session streams this content in to the node
+    #: (dapsdk) with STREAMING_OUT: attach even if the content is not declared yet or its source
+    #: is offline; media flows once a publisher starts (a viewer that joins before the publisher)
+    WAIT = 0x4
 
 
-KNOWN_CONTENT_FLAGS: Final = int(ContentFlag.STREAMING_OUT | ContentFlag.STREAMING_IN)
+KNOWN_CONTENT_FLAGS: Final = int(
+    ContentFlag.STREAMING_OUT | ContentFlag.STREAMING_IN | ContentFlag.WAIT
+)
 
 
 class MediaFlag(enum.IntFlag):

@@ -36,6 +36,10 @@ from .state import (
 )
 from .tsd import Tsd, TsdList
 
+#: Flows of a content attached with ContentFlag.WAIT before it was declared (the most tracks a
+#: content info may have).
+WAIT_FLOWS = "0123456789abcdef"
+
 #: SessionOp -> state machine input.
 OP_INPUTS: dict[int, SessionInput] = {
     SessionOp.OPEN: SessionInput.OPEN,
@@ -295,24 +299,35 @@ class SessionMachine:
             return False
         return True
 
-    def _lookup_content(self, args: TsdList) -> tuple[ClusterInfo, ContentInfo]:
+    def _lookup_content(
+        self, args: TsdList, *, wait: bool = False
+    ) -> tuple[ClusterInfo, ContentInfo]:
         cluster = self.cluster(args.require(SessionArg.CLUSTER_ID))
-        content = cluster.contents.get(args.require(SessionArg.CONTENT_UUID))
+        content_id = args.require(SessionArg.CONTENT_UUID)
+        content = cluster.contents.get(content_id)
         if content is None:
-            raise AvrsProtocolError(AvrsError.CONTENT_NOT_FOUND, "no such content in the cluster")
+            if not wait:
+                raise AvrsProtocolError(
+                    AvrsError.CONTENT_NOT_FOUND, "no such content in the cluster"
+                )
+            # a viewer that joins before the publisher: a placeholder with every possible flow
+            content = ContentInfo(content_id, bytes(32), WAIT_FLOWS)
         return cluster, content
 
     def _content_add(
         self, session: AvrsSession, args: TsdList, publish_check: PublishCheck, outcome: Outcome
     ) -> None:
-        cluster, content = self._lookup_content(args)
         flags_value = args.uint(SessionArg.CONTENT_FLAGS, 4, required=False)
         flags = ContentFlag(flags_value if flags_value is not None else ContentFlag.STREAMING_OUT)
+        wait = bool(flags & ContentFlag.WAIT)
+        if wait and flags & ContentFlag.STREAMING_IN:
+            raise AvrsProtocolError(AvrsError.ARG_INCORRECT, "WAIT is for STREAMING_OUT only")
+        cluster, content = self._lookup_content(args, wait=wait)
         if flags & ContentFlag.STREAMING_IN:
             publish_check(cluster, content, PUBLISH)
         if flags & ContentFlag.STREAMING_OUT:
             publish_check(cluster, content, SUBSCRIBE)
-        if flags & ContentFlag.STREAMING_OUT and not content.available:
+        if flags & ContentFlag.STREAMING_OUT and not content.available and not wait:
             raise AvrsProtocolError(AvrsError.CONTENT_UNAVAILBLE, "content source is offline")
         slot = session.attach_content(cluster.cluster_id, content, flags)
         outcome.reply_args.append(Tsd(ReplyArg.CONTENT_ID, slot.handle.to_bytes(4, "little")))

@@ -30,6 +30,9 @@ _SUBCOMMANDS = [
     ("dapsdk.cli.moderate", "moderate"),
     ("dapsdk.cli.cluster", "cluster"),
     ("dapsdk.cli.client", "status"),
+    ("dapsdk.cli.media", "publish_cmd"),
+    ("dapsdk.cli.media", "play_cmd"),
+    ("dapsdk.cli.media", "vod"),
 ]
 
 

@@ -51,6 +51,7 @@ from dapsdk.services.cluster_sync import ClusterSync, LocalNode
 from dapsdk.services.media.bridge import MediaBridge
 from dapsdk.services.media.hub import HubConfig, LiveContent, MediaHub
 from dapsdk.services.media.ingest import IngestPolicy, IngestService, format_policy
+from dapsdk.services.media.store import VodStore
 from dapsdk.services.media.transcode import parse_ladder
 from dapsdk.services.member_sources import Membership, Source
 from dapsdk.services.membership import RecordVerifier
@@ -516,7 +517,14 @@ def build_node(
     http = HttpService(stream_node, privileged=privileged, public=public).install()
     hub = MediaHub(HubConfig(max_bitrate=config.avrs.max_bitrate))
     hub.listeners.append(_directory_follower(directory))
-    media = MediaBridge(service, hub)
+    store = None if config.avrs.data_dir is None else VodStore(config.avrs.data_dir / "vod")
+    media = MediaBridge(service, hub, vod=store)
+    for item in [] if store is None else store.items():
+        info = item.info
+        directory.put_content(
+            ContentInfo(item.content_id, item.signed.signer, info.flows(),
+                        tuple(t.codec for t in info.tracks), info.title[:255])
+        )  # fmt: skip
     listeners: list[Listener] = []
     sync, requests = _compose_cluster(
         config, credentials, directory, service, stream_node, registry, listeners

@@ -24,10 +24,18 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from dapsdk.avrs.constants import AvrsChannel, MediaFlag, SessionArg, SessionOp
+from dapsdk.avrs.constants import (
+    AvrsChannel,
+    ClusterArg,
+    ClusterOp,
+    MediaFlag,
+    SessionArg,
+    SessionOp,
+)
 from dapsdk.avrs.errors import AvrsError, AvrsProtocolError
 from dapsdk.avrs.events import (
     AvrsEvent,
+    ClusterRequestReceived,
     ContentDetached,
     ContentReceived,
     SessionStateChanged,
@@ -42,6 +50,7 @@ from dapsdk.stream.errors import DapError
 from ..avrs_media import KIND_INFO, SignedMedia, parse_signed_media
 from .hub import MediaError, MediaHub, SignedInfo
 from .model import ContentKind, MediaInfo, MediaPacket, open_setup
+from .store import VodStore, VodWriter
 
 if TYPE_CHECKING:
     from dapsdk.avrs.connection import AvrsConnection
@@ -61,15 +70,6 @@ class MediaSource(Protocol):
     def close(self) -> None: ...
 
 
-class VodSource(Protocol):
-    """The node's VoD store as the bridge sees it."""
-
-    def has(self, content_id: bytes) -> bool: ...
-    def open_reader(
-        self, content_id: bytes, *, start_us: int | None, index: int | None, rendition: str | None
-    ) -> MediaSource: ...
-
-
 @dataclass(slots=True)
 class _Start:
     position: int | None = None
@@ -85,7 +85,7 @@ def check_info(signed: SignedMedia) -> MediaInfo:
 
 
 class MediaBridge:
-    def __init__(self, service: AvrsService, hub: MediaHub, vod: VodSource | None = None) -> None:
+    def __init__(self, service: AvrsService, hub: MediaHub, vod: VodStore | None = None) -> None:
         self.service = service
         self.hub = hub
         self.vod = vod
@@ -93,6 +93,8 @@ class MediaBridge:
         self._starts: dict[int, _Start] = {}
         self._tasks: dict[tuple[int, int], asyncio.Task[None]] = {}
         self._resume: dict[tuple[int, int], int] = {}
+        self._imports: dict[bytes, tuple[int, VodWriter]] = {}
+        """content id -> (id of the importing binding, its writer)."""
         self._publishers: dict[bytes, int] = {}
         """content id -> id of the binding publishing it."""
         self.refused = 0
@@ -185,14 +187,40 @@ class MediaBridge:
     def _vod_info(
         self, binding: AvrsBinding, content_id: bytes, signed: SignedMedia, info: MediaInfo
     ) -> bool:
-        return False  # overridden by the VoD import support (store.VodImports)
+        """A VoD content info: start importing into the store (replacing an unfinished one)."""
+        assert self.vod is not None
+        old = self._imports.pop(content_id, None)
+        if old is not None:
+            old[1].abort()
+        writer = self.vod.writer(
+            content_id, info.title or content_id.hex(),
+            SignedInfo(info, signed.data, signed.signer or b""),
+        )  # fmt: skip
+        self._imports[content_id] = (id(binding), writer)
+        return True
 
     def _vod_packet(self, content_id: bytes, signed: SignedMedia) -> bool:
-        return False
+        entry = self._imports.get(content_id)
+        if entry is None:
+            return False
+        writer = entry[1]
+        writer.add(_media_packet(signed, 0.0))
+        if writer.complete:
+            del self._imports[content_id]
+            item = writer.commit()
+            log.info("VoD %s imported: %d packets, %d segments", item.name, len(item.packets),
+                     len(item.segments))  # fmt: skip
+        return True
 
     def _vod_accepts(self, content_id: bytes) -> bool:
         """Whether a VoD import of ``content_id`` is in progress."""
-        return False
+        return content_id in self._imports
+
+    def _abort_imports(self, key: int) -> None:
+        for content_id, (owner, writer) in list(self._imports.items()):
+            if owner == key:
+                del self._imports[content_id]
+                writer.abort()
 
     # ------------------------------------------------------------------ out
 
@@ -208,6 +236,16 @@ class MediaBridge:
         elif isinstance(event, ContentDetached):
             self._cancel(key, event.handle, forget=True)
             self._end_publisher(binding, event.content_id)
+        elif isinstance(event, ClusterRequestReceived) and event.op == ClusterOp.CONTENT_DEL:
+            content_id = event.args.get(ClusterArg.CONTENT_ID)
+            directory = self.service.directory
+            if (
+                content_id is not None
+                and self.vod is not None
+                and content_id not in directory.info.contents
+                and self.vod.remove(content_id)
+            ):
+                log.info("VoD %s removed", content_id.hex())
         elif isinstance(event, SessionStateChanged):
             if event.new not in _STREAMING:
                 for task_key in [k for k in self._tasks if k[0] == key]:
@@ -215,6 +253,7 @@ class MediaBridge:
                 for content_id, publisher in list(self._publishers.items()):
                     if publisher == key:
                         self._end_publisher(binding, content_id)
+                self._abort_imports(key)
             if event.new in (SessionState.CLOSED, SessionState.ERROR):
                 self._starts.pop(key, None)
                 for resume_key in [k for k in self._resume if k[0] == key]:
@@ -271,6 +310,13 @@ class MediaBridge:
         tracks = 0
         try:
             signed = await source.wait_info()
+            session = binding.conn.session
+            visible = self.service.directory.visible_to(
+                None if session is None else session.session_id
+            )
+            if slot.content.content_id not in visible.contents:
+                # attached with WAIT before it existed: the grants must allow it now
+                raise MediaError(AvrsError.CONTENT_NOT_FOUND, "not visible to this session")
             tracks = len(signed.info.tracks)
             self._send(binding, ContentPacket(slot.handle, 0, 0, signed.envelope,
                                               flags=MediaFlag.DISCONTINUITY))  # fmt: skip

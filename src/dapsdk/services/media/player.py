@@ -10,7 +10,6 @@ unsigned empty END_OF_FLOW packets end the tracks.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +19,14 @@ from typing import Any, BinaryIO
 
 import av
 
-from dapsdk.avrs.constants import NO_TIMESTAMP, MediaFlag, SessionArg
+from dapsdk.avrs.constants import (
+    NO_TIMESTAMP,
+    AvrsChannel,
+    ContentFlag,
+    MediaFlag,
+    SessionArg,
+    SessionOp,
+)
 from dapsdk.avrs.errors import AvrsError
 from dapsdk.avrs.packets import ContentPacket
 from dapsdk.avrs.tsd import Tsd
@@ -31,7 +37,6 @@ from .model import MediaInfo, MediaPacket, open_setup, template_streams, to_tick
 
 #: Output container by file extension ("-" is MPEG-TS on stdout).
 FORMATS = {".mp4": "mp4", ".ts": "mpegts", ".webm": "webm", ".mkv": "matroska", ".flv": "flv"}
-_RETRY_CODES = (AvrsError.CONTENT_NOT_FOUND, AvrsError.CONTENT_UNAVAILBLE)
 
 
 class PlayError(Exception):
@@ -213,29 +218,23 @@ class FileSink:
 async def attach_waiting(
     client: AvrsClient, cluster_id: bytes, content_id: bytes, wait: float
 ) -> int:
-    """Attach for output; while the content is not declared or offline, retry until ``wait``
-    seconds passed (then raise PlayError with the node's code)."""
-    end = time.monotonic() + wait
-    delay = 0.05
-    while True:
-        try:
-            return await client.attach(cluster_id, content_id)
-        except AvrsRequestError as exc:
-            if exc.code not in _RETRY_CODES or time.monotonic() + delay > end:
-                code = AvrsError.coerce(exc.code)
-                raise PlayError(
-                    code if isinstance(code, AvrsError) else AvrsError.ERROR,
-                    exc.detail or exc.token,
-                ) from None
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.5)
+    """Attach for output with ContentFlag.WAIT: a content that is not declared yet, or whose
+    publisher is offline, is waited for (the node streams it once a publisher starts)."""
+    del wait  # the wait happens on the node (and in play()'s receive timeout)
+    try:
+        return await client.attach(
+            cluster_id, content_id, ContentFlag.STREAMING_OUT | ContentFlag.WAIT
+        )
+    except AvrsRequestError as exc:
+        code = AvrsError.coerce(exc.code)
+        raise PlayError(
+            code if isinstance(code, AvrsError) else AvrsError.ERROR, exc.detail or exc.token
+        ) from None
 
 
 async def start_playback(
     client: AvrsClient, *, start_us: int | None = None, rendition: str | None = None
 ) -> None:
-    from dapsdk.avrs.constants import AvrsChannel, SessionOp
-
     args = []
     if start_us is not None:
         args.append(Tsd(SessionArg.START_POSITION, start_us.to_bytes(8, "little", signed=True)))

@@ -17,14 +17,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from dapsdk.avrs.constants import AvrsChannel, ContentFlag, MediaFlag
+from dapsdk.avrs.constants import NO_TIMESTAMP, AvrsChannel, ContentFlag, MediaFlag
 from dapsdk.avrs.errors import code_token
 from dapsdk.avrs.packets import Reply
 from dapsdk.avrs.signing import AvrsSigner
 
 from ..avrs_client import AvrsClient
 from ..avrs_media import KIND_INFO, sign_media
-from .model import MediaInfo, MediaPacket
+from .hub import SignedInfo
+from .model import ContentKind, MediaInfo, MediaPacket
+from .source import FileSource
+from .store import VodItem, VodStore
 
 #: Packets signed ahead of sending.
 QUEUE_PACKETS = 64
@@ -167,3 +170,42 @@ async def publish(
     if client.content_errors:
         raise PublishRefused(client.content_errors[0])
     return stats
+
+
+def import_file(
+    store: VodStore,
+    url: str,
+    name: str,
+    signer: AvrsSigner,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> VodItem:
+    """Import a file straight into a node's VoD store (no node running): signed by ``signer``
+    (the node's identity). ``on_progress(done_us, total_us)`` after each packet."""
+    from ..avrs_cluster import content_guuid
+
+    source = FileSource(url, kind=ContentKind.VOD)
+    info = replace(source.info, title=name)
+    content_id = content_guuid(name)
+    writer = store.writer(
+        content_id, name, SignedInfo(info, info_envelope(signer, content_id, info), signer.identity)
+    )
+    seqs = [0] * len(info.tracks)
+    seqs[0] = 1
+    origin: int | None = None
+    try:
+        for packet in source.packets():
+            seq = seqs[packet.track]
+            seqs[packet.track] = seq + 1
+            writer.add(sign_packet(signer, content_id, replace(packet, seq=seq)))
+            if on_progress is not None and packet.time != NO_TIMESTAMP:
+                origin = packet.time if origin is None else origin
+                on_progress(packet.time - origin, info.duration_us)
+        for track in range(len(info.tracks)):
+            writer.add(MediaPacket(track=track, data=b"", end=True))
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        source.close()

@@ -3,7 +3,7 @@
 - :class:`FileSource`: any file or URL FFmpeg opens, remuxed (never re-encoded): its audio and
   video streams become the tracks, its packets are sent as they are (pts, dts, duration,
   keyframe). ``loop`` repeats it with timestamps continuing after the previous pass.
-- :class:`TestPattern`: ``testsrc`` -- FFmpeg's lavfi ``testsrc`` pattern (which burns in a frame
+- :class:`PatternSource`: ``testsrc`` -- FFmpeg's lavfi ``testsrc`` pattern (which burns in a frame
   counter with its built-in digits, no font needed) and a 440 Hz ``sine`` tone, encoded live to
   H.264 (libx264 ultrafast, zero latency, one keyframe per second) and AAC.
 """
@@ -78,7 +78,7 @@ def _shift(value: int, offset: int) -> int:
     return value if value == NO_TIMESTAMP else value + offset
 
 
-class TestPattern:
+class PatternSource:
     """The generated test picture and tone (see the module docstring)."""
 
     def __init__(
@@ -145,7 +145,7 @@ class TestPattern:
 
 def open_source(
     url: str, *, loop: bool = False, duration: float | None = None
-) -> FileSource | TestPattern:
+) -> FileSource | PatternSource:
     if url == TESTSRC:
-        return TestPattern(duration=duration)
+        return PatternSource(duration=duration)
     return FileSource(url, loop=loop)

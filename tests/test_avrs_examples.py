@@ -28,6 +28,8 @@ AVRS_EXAMPLES = {
     "avrs_sessions.py",
     "avrs_callbacks.py",
     "avrs_cluster_management.py",  # tests/cluster/test_cluster_example.py
+    "avrs_live_scenario.py",  # tests/playback/test_scenarios.py
+    "avrs_vod_scenario.py",  # tests/playback/test_scenarios.py
 }
 TIMEOUT = 60.0
 

@@ -185,3 +185,54 @@ async def test_publisher_above_max_bitrate_is_refused(tmp_path: Path, h264_aac_c
     finally:
         for node in reversed(nodes):
             await node.close()
+
+
+async def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Poll a condition with a deadline (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_encrypted_content_needs_the_content_key(tmp_path: Path, h264_aac_clip: Path) -> None:
+    """The envelopes stay signed and routable; only a holder of the content key gets media."""
+    from dapsdk.services.media.player import PlayError
+    from dapsdk.stream.channel_key import ChannelKey
+
+    sandbox = Sandbox(tmp_path)
+    server = await sandbox.start_server()
+    url = server.urls[0]
+    content_id = content_guuid("secret")
+    key = ChannelKey.generate()
+    nodes = [server]
+    try:
+        viewers = []
+        for name in ("holder", "keyless", "wrong"):
+            node, client = await viewer(sandbox, url, name)
+            nodes.append(node)
+            viewers.append(client)
+        out = tmp_path / "secret.mp4"
+        holder = asyncio.create_task(play(viewers[0], sandbox.cluster_id, content_id,
+                                          FileSink(str(out)), content_key=key))  # fmt: skip
+        keyless = asyncio.create_task(play(viewers[1], sandbox.cluster_id, content_id, None))
+        wrong = asyncio.create_task(play(viewers[2], sandbox.cluster_id, content_id, None,
+                                         content_key=ChannelKey.generate()))  # fmt: skip
+        await wait_until(lambda: server.hub.stats()["waiting"] == 3)
+        pnode = await sandbox.start_client("camera", url, certificate=True)
+        nodes.append(pnode)
+        pclient = await pnode.connect_client()
+        await pclient.open()
+        await publish(pclient, sandbox.cluster_id, content_id, FileSource(str(h264_aac_clip)),
+                      realtime=False, content_key=key)  # fmt: skip
+        stats = await asyncio.wait_for(holder, 30)
+        assert stats.undecryptable == 0 and stats.forged == 0
+        assert packet_hashes(out) == packet_hashes(h264_aac_clip)
+        with pytest.raises(PlayError, match="encrypted"):
+            await asyncio.wait_for(keyless, 30)
+        wrong_stats = await asyncio.wait_for(wrong, 30)
+        assert wrong_stats.packets == 0 and wrong_stats.undecryptable == stats.packets
+    finally:
+        for node in reversed(nodes):
+            await node.close()

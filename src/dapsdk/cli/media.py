@@ -31,6 +31,7 @@ from ..services.media.player import FileSink, PlayError, PlayStats, play
 from ..services.media.publisher import PublishRefused, import_file, publish
 from ..services.media.source import SourceError, open_source
 from ..services.media.store import VodStore
+from ..stream.channel_key import ChannelKey
 from ..stream.config import StreamConfig
 from ..stream.errors import DapError
 from ..stream.identity import NodeIdentity
@@ -38,8 +39,19 @@ from ..stream.identity import NodeIdentity
 IDENTITY_FILE = "node.key"
 
 
+def _content_key(value: str | None) -> ChannelKey | None:
+    if value is None:
+        return None
+    try:
+        return ChannelKey(bytes.fromhex(value))
+    except ValueError as exc:
+        raise click.UsageError(f"--content-key: {exc} (64 hex digits)") from None
+
+
 def _credentials(command: Any) -> Any:
     for option in (
+        click.option("--content-key", help="64 hex digits: the key that seals the media "
+                     "(encrypted contents; publishers seal, players open)."),
         click.option("--cluster", default="main_cluster", show_default=True,
                      help="Cluster the content belongs to."),
         click.option("--token", help="Access token (from `avrs token issue`), sent in the join."),
@@ -98,6 +110,7 @@ def _fail(exc: BaseException, code: int = 1) -> None:
 def publish_cmd(
     source: str, name: str, url: str, as_fast_as_possible: bool, loop: bool,
     duration: float | None, key: Path | None, cert: Path | None, token: str | None, cluster: str,
+    content_key: str | None,
 ) -> None:  # fmt: skip
     """Publish SOURCE live: any file or URL FFmpeg opens (remuxed, never re-encoded), or
     `testsrc` (a moving picture with a frame counter and a tone, encoded live as H.264 + AAC).
@@ -106,7 +119,7 @@ def publish_cmd(
     info was sent, and a JSON line of results at the end."""
     try:
         stats = run(_publish(source, name, url, not as_fast_as_possible, loop, duration,
-                             key, cert, token, cluster))  # fmt: skip
+                             key, cert, token, cluster, _content_key(content_key)))  # fmt: skip
     except PublishRefused as exc:
         _fail(exc, 3)
     except (SourceError, DapError, OSError, ValueError, AvrsRequestError) as exc:
@@ -117,6 +130,7 @@ def publish_cmd(
 async def _publish(
     source_url: str, name: str, url: str, realtime: bool, loop: bool, duration: float | None,
     key: Path | None, cert: Path | None, token: str | None, cluster: str,
+    content_key: ChannelKey | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     source = await asyncio.get_running_loop().run_in_executor(
         None, lambda: open_source(source_url, loop=loop, duration=duration)
@@ -132,7 +146,8 @@ async def _publish(
 
     try:
         stats = await publish(client, cluster_guuid(cluster), content_guuid(name), source,
-                              realtime=realtime, on_packet=on_packet)  # fmt: skip
+                              realtime=realtime, on_packet=on_packet,
+                              content_key=content_key)  # fmt: skip
     finally:
         await client.close()
         await node.close()
@@ -165,7 +180,7 @@ async def _publish(
 def play_cmd(
     content: str, url: str, output: str, start: float | None, rendition: str | None,
     duration: float | None, wait: float, quiet: bool, key: Path | None, cert: Path | None,
-    token: str | None, cluster: str,
+    token: str | None, cluster: str, content_key: str | None,
 ) -> None:  # fmt: skip
     """Play CONTENT into a file (or stdout), remuxed with PyAV, every packet's signature checked.
 
@@ -178,7 +193,7 @@ def play_cmd(
         raise click.UsageError(str(exc)) from None
     try:
         result = run(_play(content, url, sink, start, rendition, duration, wait, quiet,
-                           key, cert, token, cluster))  # fmt: skip
+                           key, cert, token, cluster, _content_key(content_key)))  # fmt: skip
     except PlayError as exc:
         _fail(exc, 3)
     except (DapError, OSError, ValueError, AvrsRequestError) as exc:
@@ -189,7 +204,7 @@ def play_cmd(
 async def _play(
     content: str, url: str, sink: FileSink, start: float | None, rendition: str | None,
     duration: float | None, wait: float, quiet: bool, key: Path | None, cert: Path | None,
-    token: str | None, cluster: str,
+    token: str | None, cluster: str, content_key: ChannelKey | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     node, client = await connect(url, key, cert, token, cluster)
     console = Console(stderr=True)
@@ -214,7 +229,7 @@ async def _play(
         stats = await play(
             client, cluster_guuid(cluster), content_guuid(content), sink,
             start_us=None if start is None else int(start * 1_000_000), rendition=rendition,
-            duration=duration, wait=wait, on_packet=status,
+            duration=duration, wait=wait, on_packet=status, content_key=content_key,
         )  # fmt: skip
         await _report(client, stats)
     finally:
@@ -263,6 +278,7 @@ def vod() -> None:
 def vod_add(
     file: str, name: str, url: str | None, data_dir: Path | None, quiet: bool,
     key: Path | None, cert: Path | None, token: str | None, cluster: str,
+    content_key: str | None,
 ) -> None:  # fmt: skip
     """Import FILE as VoD content NAME (remuxed; keyframe-aligned segments for HLS)."""
     if (url is None) == (data_dir is None):
@@ -279,11 +295,13 @@ def vod_add(
                 if total_us > 0:
                     progress.update(task, completed=min(1.0, done_us / total_us))
 
+            sealing = _content_key(content_key)
             if data_dir is not None:
-                result = _import_local(file, name, data_dir, advance)
+                result = _import_local(file, name, data_dir, advance, sealing)
             else:
                 assert url is not None
-                result = run(_import_remote(file, name, url, key, cert, token, cluster, advance))
+                result = run(_import_remote(file, name, url, key, cert, token, cluster, advance,
+                                            sealing))  # fmt: skip
             progress.update(task, completed=1.0)
     except PublishRefused as exc:
         _fail(exc, 3)
@@ -303,15 +321,18 @@ def _node_signer(data_dir: Path) -> AvrsSigner:
     return AvrsSigner(identity.private_key)
 
 
-def _import_local(file: str, name: str, data_dir: Path, advance: Any) -> dict[str, Any]:
+def _import_local(
+    file: str, name: str, data_dir: Path, advance: Any, content_key: ChannelKey | None
+) -> dict[str, Any]:
     store = VodStore(data_dir / "vod")
-    item = import_file(store, file, name, _node_signer(data_dir), on_progress=advance)
+    item = import_file(store, file, name, _node_signer(data_dir), on_progress=advance,
+                       content_key=content_key)  # fmt: skip
     return item.describe()
 
 
 async def _import_remote(
     file: str, name: str, url: str, key: Path | None, cert: Path | None, token: str | None,
-    cluster: str, advance: Any,
+    cluster: str, advance: Any, content_key: ChannelKey | None,
 ) -> dict[str, Any]:  # fmt: skip
     from dataclasses import replace
 
@@ -330,7 +351,8 @@ async def _import_remote(
     node, client = await connect(url, key, cert, token, cluster)
     try:
         stats = await publish(client, cluster_guuid(cluster), content_guuid(name), source,
-                              realtime=False, on_packet=on_packet)  # fmt: skip
+                              realtime=False, on_packet=on_packet,
+                              content_key=content_key)  # fmt: skip
     finally:
         await client.close()
         await node.close()
@@ -355,11 +377,13 @@ def vod_list(data_dir: Path) -> None:
 @_credentials
 def vod_rm(
     name: str, data_dir: Path | None, url: str | None, key: Path | None, cert: Path | None,
-    token: str | None, cluster: str,
+    token: str | None, cluster: str, content_key: str | None,
 ) -> None:  # fmt: skip
     """Remove VoD content NAME."""
     if (url is None) == (data_dir is None):
         raise click.UsageError("give exactly one of --node and --data-dir")
+    if content_key is not None:
+        raise click.UsageError("--content-key has no use when removing")
     content_id = content_guuid(name)
     if data_dir is not None:
         if not VodStore(data_dir / "vod").remove(content_id):

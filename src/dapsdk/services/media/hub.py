@@ -333,7 +333,7 @@ class LiveContent:
             oldest = min(self._last_key.values(), key=lambda p: p.time)
             while self._recent and self._recent[0] is not oldest:
                 head = self._recent[0]
-                if head.track not in self._video and head.time + head.duration > oldest.time:
+                if head.track not in self._video and head.shown + head.duration > oldest.shown:
                     break  # audio matching the keyframe: keep
                 self._recent_bytes -= self._recent.popleft().size
         if self._recent_bytes > config.gop_cache_bytes:
@@ -359,8 +359,8 @@ class LiveContent:
             if packet.track in self._video:
                 if seen_key:
                     result.append(packet)
-            elif packet.time + packet.duration > key.time:
-                result.append(packet)  # audio sounding at or after the keyframe
+            elif packet.shown + packet.duration > key.shown:
+                result.append(packet)  # audio sounding at or after the keyframe is shown
         return result
 
     def end(self) -> None:

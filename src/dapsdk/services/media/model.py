@@ -51,6 +51,7 @@ class InfoArg(enum.IntEnum):
     DURATION = 0x02  #: i64 µs (VoD; 0 for live)
     SETUP = 0x03  #: NUT parameter-set carrier
     TITLE = 0x04  #: UTF-8
+    ENCRYPTED = 0x05  #: u8 1: every packet's media is sealed with the content key
     TRACK = 0x10  #: nested TSDs (TrackArg), repeatable, in track order
 
 
@@ -199,6 +200,9 @@ class MediaInfo:
     kind: ContentKind = ContentKind.LIVE
     duration_us: int = 0
     title: str = ""
+    encrypted: bool = False
+    """Media bytes are sealed (AES-256-GCM) with a content key only the audience holds; the
+    envelopes stay readable and signed, so nodes still verify, cache and route them."""
 
     @property
     def video_tracks(self) -> list[int]:
@@ -238,6 +242,8 @@ class MediaInfo:
         ]
         if self.title:
             items.append(Tsd(InfoArg.TITLE, self.title.encode()))
+        if self.encrypted:
+            items.append(Tsd(InfoArg.ENCRYPTED, b"\x01"))
         items += [Tsd(InfoArg.TRACK, t.encode()) for t in self.tracks]
         return encode_tsds(items)
 
@@ -252,6 +258,7 @@ class MediaInfo:
             duration = args.sint(InfoArg.DURATION, 8, required=False) or 0
             setup = args.get(InfoArg.SETUP) or b""
             title = args.text(InfoArg.TITLE, 255, required=False) or ""
+            encrypted = bool(args.uint(InfoArg.ENCRYPTED, 1, required=False))
         except AvrsProtocolError as exc:
             raise corrupted(exc.reason) from None
         try:
@@ -261,7 +268,7 @@ class MediaInfo:
         tracks = tuple(TrackInfo.decode(d) for d in args.all(InfoArg.TRACK))
         if not tracks or len(tracks) > MAX_TRACKS:
             raise corrupted(f"{len(tracks)} tracks (1..{MAX_TRACKS})")
-        return cls(tracks, setup, kind, max(0, duration), title)
+        return cls(tracks, setup, kind, max(0, duration), title, encrypted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +300,11 @@ class MediaPacket:
     def time(self) -> int:
         """The packet's position: dts when known, else pts."""
         return self.dts if self.dts != NO_TIMESTAMP else self.pts
+
+    @property
+    def shown(self) -> int:
+        """When it is presented: pts when known, else dts (audio is matched to a keyframe's)."""
+        return self.pts if self.pts != NO_TIMESTAMP else self.dts
 
 
 # ---------------------------------------------------------------------------------------- time

@@ -30,6 +30,8 @@ from dapsdk.avrs.constants import (
 from dapsdk.avrs.errors import AvrsError
 from dapsdk.avrs.packets import ContentPacket
 from dapsdk.avrs.tsd import Tsd
+from dapsdk.stream.channel_key import ChannelKey
+from dapsdk.stream.errors import DecryptError
 
 from ..avrs_client import AvrsClient, AvrsRequestError
 from ..avrs_media import KIND_INFO, parse_signed_media
@@ -59,6 +61,8 @@ class PlayStats:
     last_time_us: int = 0
     forged: int = 0
     """Packets dropped because they were not signed by the publisher."""
+    undecryptable: int = 0
+    """Packets of an encrypted content that did not open with our content key."""
     dropped: int = 0
     """Packets missing (sequence gaps)."""
     stalls: int = 0
@@ -85,6 +89,7 @@ class PlayStats:
             "first_video_keyframe": self.first_video_keyframe,
             "media_seconds": round((self.last_time_us - (self.first_time_us or 0)) / 1e6, 3),
             "forged": self.forged,
+            "undecryptable": self.undecryptable,
             "dropped": self.dropped,
             "stalls": self.stalls,
             "switches": self.switches,
@@ -96,9 +101,12 @@ class PlayStats:
 class Receiver:
     """Verifies and classifies the content packets of one subscription."""
 
-    def __init__(self, content_id: bytes, stats: PlayStats) -> None:
+    def __init__(
+        self, content_id: bytes, stats: PlayStats, content_key: ChannelKey | None = None
+    ) -> None:
         self.content_id = content_id
         self.stats = stats
+        self.content_key = content_key
         self.info: MediaInfo | None = None
         self.signer: bytes | None = None
         self.ended: set[int] = set()
@@ -133,6 +141,9 @@ class Receiver:
             except Exception:
                 self.stats.forged += 1
                 return None
+            if info.encrypted and self.content_key is None:
+                raise PlayError(AvrsError.CONTENT_UNAVAILBLE, "the content is encrypted: a "
+                                "content key is needed to play it")  # fmt: skip
             self.info, self.signer = info, signed.signer
             return info
         if self.info is None or signed.signer != self.signer:
@@ -142,6 +153,13 @@ class Receiver:
             self.ended.add(signed.flow_id)
         if not signed.media:
             return None
+        media = signed.media
+        if self.info.encrypted and self.content_key is not None:
+            try:
+                media = self.content_key.open(AvrsChannel.CONTENT, signed.flow_id, media)
+            except DecryptError:
+                self.stats.undecryptable += 1
+                return None
         expected = self._seq.get(signed.flow_id)
         if expected is not None and signed.seq != expected:
             self.stats.dropped += (signed.seq - expected) & 0xFFFFFFFF
@@ -149,7 +167,7 @@ class Receiver:
         if signed.timestamp_ms:
             self.stats.latency_ms = time.time() * 1000 - signed.timestamp_ms
         return MediaPacket(
-            track=signed.flow_id, data=signed.media, pts=signed.pts, dts=signed.dts,
+            track=signed.flow_id, data=media, pts=signed.pts, dts=signed.dts,
             duration=signed.duration, keyframe=bool(signed.flags & MediaFlag.KEYFRAME),
             seq=signed.seq, envelope=signed.data,
         )  # fmt: skip
@@ -257,13 +275,14 @@ async def play(
     wait: float = 30.0,
     idle_timeout: float = 30.0,
     on_packet: Callable[[MediaPacket, PlayStats], None] | None = None,
+    content_key: ChannelKey | None = None,
 ) -> PlayStats:
     """Play until the content ends, ``duration`` seconds of media were written, or nothing came
     for ``idle_timeout`` seconds (PlayError CONTENT_UNAVAILBLE)."""
     stats = PlayStats()
     await attach_waiting(client, cluster_id, content_id, wait)
     await start_playback(client, start_us=start_us, rendition=rendition)
-    receiver = Receiver(content_id, stats)
+    receiver = Receiver(content_id, stats, content_key)
     limit = None if duration is None else int(duration * 1_000_000)
     first_wait = max(wait, idle_timeout)
     try:

@@ -21,6 +21,7 @@ from dapsdk.avrs.constants import NO_TIMESTAMP, AvrsChannel, ContentFlag, MediaF
 from dapsdk.avrs.errors import code_token
 from dapsdk.avrs.packets import Reply
 from dapsdk.avrs.signing import AvrsSigner
+from dapsdk.stream.channel_key import ChannelKey
 
 from ..avrs_client import AvrsClient
 from ..avrs_media import KIND_INFO, sign_media
@@ -86,9 +87,13 @@ async def publish(
     realtime: bool = True,
     declare: bool = True,
     on_packet: Callable[[MediaPacket], None] | None = None,
+    content_key: ChannelKey | None = None,
 ) -> PublishStats:
-    """Publish ``source`` as ``content_id``; returns when every packet was sent."""
+    """Publish ``source`` as ``content_id``; returns when every packet was sent. With
+    ``content_key`` the media bytes are sealed inside the (still signed) envelopes."""
     info = source.info
+    if content_key is not None:
+        info = replace(info, encrypted=True)
     if declare:
         await client.add_content(
             cluster_id, content_id, info.flows(),
@@ -111,6 +116,9 @@ async def publish(
                     return
                 seq = seqs[packet.track]
                 seqs[packet.track] = (seq + 1) & 0xFFFFFFFF
+                if content_key is not None:
+                    sealed = content_key.seal(AvrsChannel.CONTENT, packet.track, packet.data)
+                    packet = replace(packet, data=sealed)
                 signed = sign_packet(signer, content_id, replace(packet, seq=seq))
                 asyncio.run_coroutine_threadsafe(queue.put(signed), loop).result()
             for track in range(len(info.tracks)):
@@ -179,13 +187,14 @@ def import_file(
     signer: AvrsSigner,
     *,
     on_progress: Callable[[int, int], None] | None = None,
+    content_key: ChannelKey | None = None,
 ) -> VodItem:
     """Import a file straight into a node's VoD store (no node running): signed by ``signer``
     (the node's identity). ``on_progress(done_us, total_us)`` after each packet."""
     from ..avrs_cluster import content_guuid
 
     source = FileSource(url, kind=ContentKind.VOD)
-    info = replace(source.info, title=name)
+    info = replace(source.info, title=name, encrypted=content_key is not None)
     content_id = content_guuid(name)
     writer = store.writer(
         content_id, name, SignedInfo(info, info_envelope(signer, content_id, info), signer.identity)
@@ -197,6 +206,9 @@ def import_file(
         for packet in source.packets():
             seq = seqs[packet.track]
             seqs[packet.track] = seq + 1
+            if content_key is not None:
+                sealed = content_key.seal(AvrsChannel.CONTENT, packet.track, packet.data)
+                packet = replace(packet, data=sealed)
             writer.add(sign_packet(signer, content_id, replace(packet, seq=seq)))
             if on_progress is not None and packet.time != NO_TIMESTAMP:
                 origin = packet.time if origin is None else origin

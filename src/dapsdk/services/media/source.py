@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from fractions import Fraction
 from typing import Any
@@ -20,7 +20,14 @@ import av
 
 from dapsdk.avrs.constants import NO_TIMESTAMP
 
-from .model import ContentKind, MediaInfo, MediaPacket, from_av_packet, media_info_from_streams
+from .model import (
+    SOURCE_RENDITION,
+    ContentKind,
+    MediaInfo,
+    MediaPacket,
+    from_av_packet,
+    media_info_from_streams,
+)
 
 TESTSRC = "testsrc"
 
@@ -78,8 +85,14 @@ def _shift(value: int, offset: int) -> int:
     return value if value == NO_TIMESTAMP else value + offset
 
 
+#: (name, width, height, bit rate) of one generated video rendition.
+Rendition = tuple[str, int, int, int]
+
+
 class PatternSource:
-    """The generated test picture and tone (see the module docstring)."""
+    """The generated test picture and tone (see the module docstring). With several
+    ``renditions`` the picture is encoded once per rendition (tracks 0..n-1, largest first; the
+    tone is the last track), which is how a broadcaster offers adaptive streaming itself."""
 
     def __init__(
         self,
@@ -90,52 +103,73 @@ class PatternSource:
         duration: float | None = None,
         audio: bool = True,
         bit_rate: int = 1_000_000,
+        renditions: Sequence[Rendition] | None = None,
     ) -> None:
         self.fps = fps
         self.duration = duration
-        self._video = av.open(f"testsrc=size={width}x{height}:rate={fps}", "r", format="lavfi")
+        ladder = list(renditions) if renditions else [(SOURCE_RENDITION, width, height, bit_rate)]
+        top_w, top_h = ladder[0][1], ladder[0][2]
+        self._video = av.open(f"testsrc=size={top_w}x{top_h}:rate={fps}", "r", format="lavfi")
         self._audio = (
             av.open("sine=frequency=440:sample_rate=48000", "r", format="lavfi") if audio else None
         )
         self._buf = io.BytesIO()
         self._out = av.open(self._buf, "w", format="nut")
-        self._vs: Any = self._out.add_stream(
-            "libx264", rate=fps, width=width, height=height, pix_fmt="yuv420p",
-            options={"preset": "ultrafast", "tune": "zerolatency", "g": str(fps),
-                     "bf": "0", "b": str(bit_rate)},
-        )  # fmt: skip
-        streams: list[Any] = [self._vs]
+        self._sizes = [(w, h) for _name, w, h, _rate in ladder]
+        self._vs: list[Any] = [
+            self._out.add_stream(
+                "libx264",
+                rate=fps,
+                width=w,
+                height=h,
+                pix_fmt="yuv420p",
+                options={
+                    "preset": "ultrafast",
+                    "tune": "zerolatency",
+                    "g": str(fps),
+                    "bf": "0",
+                    "b": str(rate),
+                },
+            )
+            for _name, w, h, rate in ladder
+        ]
+        streams: list[Any] = list(self._vs)
         self._as: Any = None
         if audio:
             self._as = self._out.add_stream("aac", rate=48000, layout="mono")
             streams.append(self._as)
         self._out.start_encoding()
-        self.info = media_info_from_streams(streams, title="testsrc")
+        names = [name for name, *_rest in ladder] + ([SOURCE_RENDITION] if audio else [])
+        self.info = media_info_from_streams(streams, title="testsrc", renditions=names)
 
     def packets(self) -> Iterator[MediaPacket]:
         video = self._video.decode(video=0)
         audio = self._audio.decode(audio=0) if self._audio is not None else None
+        audio_track = len(self._vs)
         limit = None if self.duration is None else round(self.duration * self.fps)
         audio_time = Fraction(0)
         for frames, frame in enumerate(video):
             if limit is not None and frames >= limit:
                 break
             now = Fraction(frames, self.fps)
-            frame.pts = frames
-            frame.time_base = Fraction(1, self.fps)
-            for packet in self._vs.encode(frame.reformat(format="yuv420p")):
-                yield from_av_packet(packet, 0)
+            for track, (stream, (w, h)) in enumerate(zip(self._vs, self._sizes, strict=True)):
+                picture = frame.reformat(width=w, height=h, format="yuv420p")
+                picture.pts = frames
+                picture.time_base = Fraction(1, self.fps)
+                for packet in stream.encode(picture):
+                    yield from_av_packet(packet, track)
             while audio is not None and audio_time <= now:
                 chunk = next(audio)
                 audio_time += Fraction(chunk.samples, chunk.sample_rate)
                 chunk.pts = None
                 for packet in self._as.encode(chunk):
-                    yield from_av_packet(packet, 1)
-        for packet in self._vs.encode(None):
-            yield from_av_packet(packet, 0)
+                    yield from_av_packet(packet, audio_track)
+        for track, stream in enumerate(self._vs):
+            for packet in stream.encode(None):
+                yield from_av_packet(packet, track)
         if self._as is not None:
             for packet in self._as.encode(None):
-                yield from_av_packet(packet, 1)
+                yield from_av_packet(packet, audio_track)
 
     def close(self) -> None:
         for container in (self._video, self._audio):

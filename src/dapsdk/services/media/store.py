@@ -50,6 +50,10 @@ class PacketEntry:
     def time(self) -> int:
         return self.dts if self.dts != NO_TIMESTAMP else self.pts
 
+    @property
+    def shown(self) -> int:
+        return self.pts if self.pts != NO_TIMESTAMP else self.dts
+
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -130,16 +134,22 @@ class VodReader:
         self.index = index if index is not None else 0
         self._skip_before: int | None = None
         if index is None and start_us is not None:
-            self.index = item.start_index(start_us, self.tracks)
-            key = item.packets[self.index] if item.packets else None
-            self._skip_before = None if key is None else key.time
-            # audio stored before the keyframe but sounding after it
-            first = self.index
-            while first > 0 and item.packets[first - 1].time + item.packets[first - 1].duration > (
-                self._skip_before or 0
+            self._key_index = item.start_index(start_us, self.tracks)
+            key = item.packets[self._key_index] if item.packets else None
+            self._skip_before = None if key is None else key.shown
+            # audio sounding at or after the keyframe may be stored before it (interleaving)
+            first = self._key_index
+            scan = first
+            while (
+                scan > 0 and key is not None and item.packets[scan - 1].time > key.time - 2_000_000
             ):
-                first -= 1
-            self._key_index = self.index
+                scan -= 1
+                entry = item.packets[scan]
+                if (
+                    not item.info.tracks[entry.track].is_video
+                    and entry.shown + entry.duration > key.shown
+                ):
+                    first = scan
             self.index = first
         else:
             self._key_index = self.index
@@ -158,10 +168,12 @@ class VodReader:
             self.index += 1
             if entry.track not in self.tracks:
                 continue
-            if self.index - 1 < self._key_index:
-                is_video = info.tracks[entry.track].is_video
-                if is_video or entry.time + entry.duration <= (self._skip_before or 0):
-                    continue
+            if self._skip_before is not None:
+                if info.tracks[entry.track].is_video:
+                    if self.index - 1 < self._key_index:
+                        continue
+                elif entry.shown + entry.duration <= self._skip_before:
+                    continue  # audio that ends before the keyframe
             envelope = self.item.read(self._file, entry)
             return MediaPacket(
                 track=entry.track, data=b"", pts=entry.pts, dts=entry.dts,

@@ -52,10 +52,11 @@ def spawn(*args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
-    """Read stdout lines until one starts with ``prefix`` (the process prints it when ready)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
+def wait_line(proc: subprocess.Popen[str], prefix: str, *, stderr: bool = False) -> str:
+    """Read stdout (or stderr) lines until one starts with ``prefix`` (printed when ready)."""
+    stream = proc.stderr if stderr else proc.stdout
+    assert stream is not None
+    for line in stream:
         if line.startswith(prefix):
             return line.strip()
     raise AssertionError(

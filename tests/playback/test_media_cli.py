@@ -84,6 +84,7 @@ def test_live_file_published_and_played(cluster: tuple[Sandbox, Path], h264_aac_
         player = spawn("play", "live1", "--node", url, "-o", str(out), "--quiet",
                        *viewer_args(sandbox))  # fmt: skip
         try:
+            wait_line(player, "playing live1", stderr=True)  # subscribed, waiting
             sent = avrs("publish", str(h264_aac_clip), "--content", "live1", "--node", url,
                         "--as-fast-as-possible", *camera_args(sandbox))  # fmt: skip
             stdout, stderr = player.communicate(timeout=60)
@@ -102,7 +103,7 @@ def test_testsrc_late_joiner_pipes_mpegts_starting_at_keyframe(
     sandbox, config = cluster
     with node_process(config) as url:
         publisher = spawn("publish", "testsrc", "--content", "cam", "--node", url,
-                          "--duration", "4", *camera_args(sandbox))  # fmt: skip
+                          "--duration", "60", *camera_args(sandbox))  # fmt: skip
         try:
             wait_line(publisher, "publishing cam")
             player = avrs_binary("play", "cam", "--node", url, "-o", "-", "--duration", "1.5",

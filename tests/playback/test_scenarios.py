@@ -12,7 +12,7 @@ from dapsdk.node.sandbox import Sandbox
 from dapsdk.services.auth import Role
 from dapsdk.stream.channel_key import ChannelKey
 
-from .procs import ROOT, avrs, last_json, node_process, stop, wait_line
+from .procs import ROOT, avrs, last_json, node_process, spawn, stop, wait_line
 from .test_media_cli import probe
 
 EXAMPLES = ROOT / "examples"
@@ -25,22 +25,25 @@ def test_live_scenario_broadcasts_encrypted_adaptive_hd(tmp_path: Path) -> None:
     with node_process(sandbox.server_config()) as url:
         sandbox.identity("camera", Role.SERVER)
         camera = sandbox.client_config("camera", url, certificate=True)
-        env = dict(os.environ, AVRS_CONTENT_KEY=key.key_bytes.hex())
-        example = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / "avrs_live_scenario.py"), str(camera), "4"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-        )  # fmt: skip
+        # the viewer subscribes first (it waits for the broadcaster), so no start-up race
+        player = spawn("play", "live_channel", "--node", url, "-o", str(out), "--duration", "1",
+                       "--rendition", "360p", "--content-key", key.key_bytes.hex(),
+                       "--token", sandbox.token("viewer"), "--quiet")  # fmt: skip
         try:
-            wait_line(example, "broadcasting live_channel")
-            played = avrs("play", "live_channel", "--node", url, "-o", str(out), "--duration",
-                          "1", "--rendition", "360p", "--content-key", key.key_bytes.hex(),
-                          "--token", sandbox.token("viewer"), "--quiet")  # fmt: skip
-            stdout, stderr = example.communicate(timeout=60)
+            wait_line(player, "playing live_channel", stderr=True)
+            env = dict(os.environ, AVRS_CONTENT_KEY=key.key_bytes.hex())
+            example = subprocess.run(
+                [sys.executable, str(EXAMPLES / "avrs_live_scenario.py"), str(camera), "3"],
+                capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+            )  # fmt: skip
+            played, played_err = player.communicate(timeout=60)
         finally:
-            stop(example)
+            stop(player)
+    stdout, stderr = example.stdout, example.stderr
+    assert player.returncode == 0, played_err
     assert example.returncode == 0, stderr
     assert "broadcast " in stdout
-    result = last_json(played.stdout)
+    result = last_json(played)
     assert result["rendition"] == "360p" and result["first_video_keyframe"] is True
     assert result["undecryptable"] == 0 and result["forged"] == 0
     video = [s for s in probe(out)["streams"] if s["codec_type"] == "video"]  # type: ignore[attr-defined]

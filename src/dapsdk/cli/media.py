@@ -184,7 +184,8 @@ def play_cmd(
 ) -> None:  # fmt: skip
     """Play CONTENT into a file (or stdout), remuxed with PyAV, every packet's signature checked.
 
-    Ends when the content ends or after --duration. Shows bitrate, rendition, buffer and
+    Prints `playing CONTENT` on stderr once subscribed (it then waits for a publisher that has
+    not started). Ends when the content ends or after --duration. Shows bitrate, rendition, buffer and
     latency behind live; reports the session's quality (QUALITY_REPORT) to the node; prints a
     JSON line of results at the end."""
     try:
@@ -230,6 +231,7 @@ async def _play(
             client, cluster_guuid(cluster), content_guuid(content), sink,
             start_us=None if start is None else int(start * 1_000_000), rendition=rendition,
             duration=duration, wait=wait, on_packet=status, content_key=content_key,
+            on_started=lambda: print(f"playing {content}", file=sys.stderr, flush=True),
         )  # fmt: skip
         await _report(client, stats)
     finally:

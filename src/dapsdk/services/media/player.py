@@ -276,12 +276,15 @@ async def play(
     idle_timeout: float = 30.0,
     on_packet: Callable[[MediaPacket, PlayStats], None] | None = None,
     content_key: ChannelKey | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> PlayStats:
     """Play until the content ends, ``duration`` seconds of media were written, or nothing came
     for ``idle_timeout`` seconds (PlayError CONTENT_UNAVAILBLE)."""
     stats = PlayStats()
     await attach_waiting(client, cluster_id, content_id, wait)
     await start_playback(client, start_us=start_us, rendition=rendition)
+    if on_started is not None:
+        on_started()
     receiver = Receiver(content_id, stats, content_key)
     limit = None if duration is None else int(duration * 1_000_000)
     first_wait = max(wait, idle_timeout)

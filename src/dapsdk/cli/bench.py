@@ -419,3 +419,27 @@ def sessions(
         verdict = "[green]PASS[/]" if result["pass"] else "[red]FAIL[/]"
         table.add_row(name, f"{summary[name]:,}", result["target"], verdict)
     Console().print(table)
+
+
+@bench.command("join")
+@click.option("--joins", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="Late joiners per phase (with and without the GOP cache).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def join(joins: int, as_json: bool) -> None:
+    """Time from session open to the first decodable frame for a late joiner of a live stream
+    (stream protocol), with and without the GOP cache, against half the GOP; plus the
+    ingest-to-play latency (publisher signing to viewer receiving)."""
+    from ..bench.join import run_join_bench
+    from ..runtime.loop import run
+
+    result = run(run_join_bench(joins))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title="late join, first decodable frame (median ms)")
+    for column in ("gop cache", "no cache", "half GOP", "ingest-to-play p50", "p99"):
+        table.add_column(column)
+    frames, lat = result["first_frame_ms"], result["ingest_to_play_ms"]
+    table.add_row(str(frames["gop_cache"]), str(frames["no_cache"]), str(result["half_gop_ms"]),
+                  str(lat["p50"]), str(lat["p99"]))  # fmt: skip
+    Console().print(table)

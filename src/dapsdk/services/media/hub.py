@@ -65,6 +65,8 @@ class HubConfig:
     """Measured rate may exceed max_bitrate by this factor (encoders overshoot briefly)."""
     wait_timeout: float = 30.0
     """How long a subscriber waits for a publisher that has not started."""
+    gop_cache: bool = True
+    """Off: a joining subscriber waits for the next keyframe (``avrs bench join`` compares)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,8 @@ class LiveContent:
 
     def cache_for(self, tracks: set[int]) -> list[MediaPacket]:
         """The GOP-cached start for a subscriber of ``tracks``."""
+        if not self.hub.config.gop_cache:
+            return []
         video = [t for t in tracks if t in self._video]
         if not video:
             return [p for p in self._recent if p.track in tracks]

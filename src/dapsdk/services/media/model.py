@@ -329,11 +329,12 @@ def track_from_stream(stream: Any, rendition: str = SOURCE_RENDITION, index: int
     """The :class:`TrackInfo` of a PyAV stream (input, or an opened encoder's output stream)."""
     ctx = stream.codec_context
     time_base = stream.time_base or ctx.time_base or Fraction(1, 1_000_000)
+    codec = ctx.codec.canonical_name  # "h264" also for the libx264 encoder
     if stream.type == "video":
         rate = stream.average_rate or stream.guessed_rate or getattr(ctx, "framerate", None)
         return TrackInfo(
             kind="video",
-            codec=ctx.name,
+            codec=codec,
             time_base=Fraction(time_base),
             extradata=bytes(ctx.extradata or b""),
             width=int(ctx.width or 0),
@@ -346,7 +347,7 @@ def track_from_stream(stream: Any, rendition: str = SOURCE_RENDITION, index: int
     if stream.type == "audio":
         return TrackInfo(
             kind="audio",
-            codec=ctx.name,
+            codec=codec,
             time_base=Fraction(time_base),
             extradata=bytes(ctx.extradata or b""),
             sample_rate=int(ctx.sample_rate or 0),

@@ -2,9 +2,10 @@
 (cluster CONTENT_ADD with one flow per track), attach it for input, START/SYNC, send the signed
 content info, then every packet in a signed-media envelope, then a signed END_OF_FLOW per track.
 
-The blocking source (demuxing, live encoding) and the signing run in a worker thread that feeds a
-bounded queue; the event loop paces (real time by default, by dts) and waits on the content
-channel's high-water mark, so nothing queues without bound. A refusal the node sends back
+The blocking source (demuxing, live encoding, sealing) runs in a worker thread that feeds a
+bounded queue; the event loop paces (real time by default, by dts), signs each packet as it sends
+it (so the envelope's TIMESTAMP is the ingest time) and waits on the content channel's high-water
+mark, so nothing queues without bound. A refusal the node sends back
 (CONTENT_BITRATE_EXCEEDED, SIGN_ALIEN, ...) stops publishing with :class:`PublishRefused`.
 """
 
@@ -119,13 +120,10 @@ async def publish(
                 if content_key is not None:
                     sealed = content_key.seal(AvrsChannel.CONTENT, packet.track, packet.data)
                     packet = replace(packet, data=sealed)
-                signed = sign_packet(signer, content_id, replace(packet, seq=seq))
-                asyncio.run_coroutine_threadsafe(queue.put(signed), loop).result()
+                asyncio.run_coroutine_threadsafe(queue.put(replace(packet, seq=seq)), loop).result()
             for track in range(len(info.tracks)):
                 end = MediaPacket(track=track, data=b"", end=True, seq=seqs[track])
-                asyncio.run_coroutine_threadsafe(
-                    queue.put(sign_packet(signer, content_id, end)), loop
-                ).result()
+                asyncio.run_coroutine_threadsafe(queue.put(end), loop).result()
         finally:
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
@@ -145,6 +143,8 @@ async def publish(
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            # signed when sent: the envelope's TIMESTAMP is the ingest time (latency behind live)
+            packet = sign_packet(signer, content_id, packet)
             flags = MediaFlag.KEYFRAME if packet.keyframe else MediaFlag.NONE
             if packet.end:
                 flags |= MediaFlag.END_OF_FLOW

@@ -17,6 +17,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+from av.video.frame import PictureType
 
 from dapsdk.avrs.constants import NO_TIMESTAMP
 
@@ -156,6 +157,7 @@ class PatternSource:
                 picture = frame.reformat(width=w, height=h, format="yuv420p")
                 picture.pts = frames
                 picture.time_base = Fraction(1, self.fps)
+                picture.pict_type = PictureType.NONE  # lavfi marks every frame I: let x264 pick
                 for packet in stream.encode(picture):
                     yield from_av_packet(packet, track)
             while audio is not None and audio_time <= now:

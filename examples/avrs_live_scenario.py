@@ -27,6 +27,7 @@ from dapsdk.compat import (
     avrs_stop_broadcasting,
     avrs_stream_config_t,
     avrs_stream_wait,
+    char_ptr,
     dap_config_load,
 )
 from dapsdk.stream.channel_key import ChannelKey
@@ -73,9 +74,9 @@ def main() -> int:
         print(__doc__, file=sys.stderr)
         return 2
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    code, error_msg = avrs_plugin_init(dap_config_load(sys.argv[1]))
-    if code != 0:
-        print(f"AVRS init failed: {error_msg}", file=sys.stderr)
+    error_msg = char_ptr()
+    if avrs_plugin_init(dap_config_load(sys.argv[1]), error_msg) != 0:
+        print(f"AVRS init failed: {error_msg.value}", file=sys.stderr)
         return 1
     avrs_ch_init()
     try:

@@ -28,6 +28,7 @@ from dapsdk.compat import (
     avrs_session_receive_packet,
     avrs_session_start_playback,
     avrs_vod_config_t,
+    char_ptr,
     dap_config_load,
 )
 
@@ -81,9 +82,9 @@ def main() -> int:
         if len(sys.argv) > 4
         else os.environ.get("AVRS_TOKEN", "")
     )
-    code, error_msg = avrs_plugin_init(dap_config_load(sys.argv[1]))
-    if code != 0:
-        print(f"AVRS init failed: {error_msg}", file=sys.stderr)
+    error_msg = char_ptr()
+    if avrs_plugin_init(dap_config_load(sys.argv[1]), error_msg) != 0:
+        print(f"AVRS init failed: {error_msg.value}", file=sys.stderr)
         return 1
     avrs_ch_init()
     try:

@@ -164,8 +164,15 @@ def test_vod_imported_through_a_running_node(
         avrs("vod", "add", str(h264_aac_clip), "--content", "upload", "--node", url, "--quiet",
              *camera_args(sandbox))  # fmt: skip
         avrs("play", "upload", "--node", url, "-o", str(out), "--quiet", *viewer_args(sandbox))
+        webm = tmp_path / "converted.webm"
+        converted = last_json(avrs("play", "upload", "--node", url, "-o", str(webm), "--quiet",
+                                   *viewer_args(sandbox)).stdout)  # fmt: skip
+        assert converted["converted"] is True
         listed = avrs("vod", "list", "--data-dir", str(tmp_path / "avrs-data")).stdout
         assert '"content": "upload"' in listed
         avrs("vod", "rm", "upload", "--node", url, *camera_args(sandbox))
         assert avrs("vod", "list", "--data-dir", str(tmp_path / "avrs-data")).stdout == ""
     assert packet_md5s(out) == packet_md5s(h264_aac_clip)
+    # a format the content is not in: converted on the player (webm = VP9 + Opus)
+    codecs = sorted(s["codec_name"] for s in probe(webm)["streams"])  # type: ignore[attr-defined]
+    assert codecs == ["opus", "vp9"]

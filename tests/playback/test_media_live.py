@@ -147,6 +147,19 @@ async def test_late_joiner_starts_at_a_keyframe_and_forgery_is_refused(tmp_path:
         assert stats.forged == 2  # both reached the player's check, neither was used
         assert stats.packets > 10
 
+        # the player reports its experience; the node receives it as a signal
+        from dapsdk.avrs.constants import SignalArg
+        from dapsdk.avrs.events import SignalReceived
+        from dapsdk.services.media.player import report_quality
+
+        reports: list[SignalReceived] = []
+        server.service.listeners.append(
+            lambda _b, e: reports.append(e) if isinstance(e, SignalReceived) else None
+        )
+        assert (await report_quality(vclient, stats)).code == AvrsError.SUCCESS
+        assert reports and reports[-1].args.uint(SignalArg.DROPPED, 4) == 2
+        assert reports[-1].args.uint(SignalArg.STARTUP_MS, 4) == int(stats.startup_ms or 0)
+
         # a member allowed to publish (SERVER) but not the owner is refused at the node
         other_node = await sandbox.start_client("intruder", url, certificate=True)
         nodes.append(other_node)

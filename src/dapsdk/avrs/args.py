@@ -135,6 +135,11 @@ SIGNAL_ARGS: Final[dict[int, ArgSpec]] = {
     SignalArg.TARGET: ArgSpec(Kind.TEXT, 1024),
     SignalArg.REASON: ArgSpec(Kind.TEXT, 63),
     SignalArg.CONTENT_UUID: _fixed(GUUID_SIZE),
+    SignalArg.STARTUP_MS: _fixed(4),
+    SignalArg.STALLS: _fixed(4),
+    SignalArg.SWITCHES: _fixed(4),
+    SignalArg.DROPPED: _fixed(4),
+    SignalArg.LATENCY_MS: _fixed(4),
 }
 
 ARG_SPECS: Final[dict[AvrsChannel, dict[int, ArgSpec]]] = {

@@ -241,6 +241,12 @@ class SignalArg(enum.IntEnum):
     #: 16-byte content GUUID a QUALITY_REPORT is about (default: every content the session has
     #: attached)
     CONTENT_UUID = 0x22
+    # A player's quality of experience (QUALITY_REPORT), all optional:
+    STARTUP_MS = 0x30  #: u32 play request to first media packet
+    STALLS = 0x31  #: u32 gaps of more than a second in a live content
+    SWITCHES = 0x32  #: u32 rendition switches
+    DROPPED = 0x33  #: u32 packets missing (sequence gaps) or dropped as forged
+    LATENCY_MS = 0x34  #: u32 behind live: publisher signing to player receiving
 
 
 class ReplyArg(enum.IntEnum):

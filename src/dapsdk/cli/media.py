@@ -26,8 +26,9 @@ from ..runtime.node import StreamNode
 from ..services.auth import AuthError, load_certificate, load_private_key, save_private_key
 from ..services.avrs_client import AvrsClient, AvrsRequestError
 from ..services.avrs_cluster import cluster_guuid, content_guuid
+from ..services.media.convert_sink import ConvertingSink
 from ..services.media.model import ContentKind, MediaPacket
-from ..services.media.player import FileSink, PlayError, PlayStats, play
+from ..services.media.player import FileSink, PlayError, PlayStats, play, report_quality
 from ..services.media.publisher import PublishRefused, import_file, publish
 from ..services.media.source import SourceError, open_source
 from ..services.media.store import VodStore
@@ -189,7 +190,8 @@ def play_cmd(
     latency behind live; reports the session's quality (QUALITY_REPORT) to the node; prints a
     JSON line of results at the end."""
     try:
-        sink = FileSink(output)
+        # remuxed bit-exact when the container takes the codecs, else converted (webm: VP9+Opus)
+        sink = ConvertingSink(FileSink(output), output)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     try:
@@ -203,11 +205,12 @@ def play_cmd(
 
 
 async def _play(
-    content: str, url: str, sink: FileSink, start: float | None, rendition: str | None,
+    content: str, url: str, sink: ConvertingSink, start: float | None, rendition: str | None,
     duration: float | None, wait: float, quiet: bool, key: Path | None, cert: Path | None,
     token: str | None, cluster: str, content_key: ChannelKey | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     node, client = await connect(url, key, cert, token, cluster)
+    output_name = sink.inner.target if isinstance(sink.inner, FileSink) else "?"
     console = Console(stderr=True)
     last = 0.0
 
@@ -241,22 +244,15 @@ async def _play(
         await node.close()
     result = stats.as_dict()
     result["content"] = content
-    result["output"] = sink.target
+    result["output"] = output_name
+    result["converted"] = sink.converting
     return result
 
 
 async def _report(client: AvrsClient, stats: PlayStats) -> None:
     """Tell the node how the session went (signal QUALITY_REPORT)."""
-    from ..avrs.constants import AvrsChannel, SignalArg, SignalOp
-    from ..avrs.tsd import Tsd
-
-    loss = 0 if not stats.packets else min(1000, stats.dropped * 1000 // stats.packets)
-    args = [
-        Tsd(SignalArg.BITRATE, int(stats.bitrate()).to_bytes(8, "little")),
-        Tsd(SignalArg.LOSS_PERMILLE, loss.to_bytes(2, "little")),
-    ]
     try:
-        await client.request(AvrsChannel.SIGNAL, SignalOp.QUALITY_REPORT, args, timeout=5)
+        await report_quality(client, stats)
     except (TimeoutError, ConnectionError, DapError):
         pass
 

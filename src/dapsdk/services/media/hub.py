@@ -142,12 +142,15 @@ class Subscription:
 
     # ------------------------------------------------------------------ hub side
 
-    def _start(self, signed: SignedInfo, cache: list[MediaPacket]) -> None:
+    def _start(self, signed: SignedInfo, cache: list[MediaPacket], *, fresh: bool = False) -> None:
+        """Begin with ``cache`` (the GOP-cached start, which already begins at a keyframe with
+        its matching audio), or at the very first packet of a ``fresh`` content; otherwise at the
+        next keyframe."""
         self.signed = signed
         info = signed.info
         self.tracks = info.tracks_for(self.rendition)
         self._video = {i for i in self.tracks if info.tracks[i].is_video}
-        self._need_keyframe = True
+        self._need_keyframe = not (fresh or cache)
         self._queue.clear()
         self._bytes = 0
         for packet in cache:
@@ -465,7 +468,7 @@ class MediaHub:
             if subscriber.closed:
                 continue
             live.subscribers.add(subscriber)
-            subscriber._start(signed, [])
+            subscriber._start(signed, [], fresh=True)
         self._notify(content_id, live)
         return live
 

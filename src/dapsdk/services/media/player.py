@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import av
 
@@ -26,9 +26,11 @@ from dapsdk.avrs.constants import (
     MediaFlag,
     SessionArg,
     SessionOp,
+    SignalArg,
+    SignalOp,
 )
 from dapsdk.avrs.errors import AvrsError
-from dapsdk.avrs.packets import ContentPacket
+from dapsdk.avrs.packets import ContentPacket, Reply
 from dapsdk.avrs.tsd import Tsd
 from dapsdk.stream.channel_key import ChannelKey
 from dapsdk.stream.errors import DecryptError
@@ -263,11 +265,19 @@ async def start_playback(
     await client.call(AvrsChannel.SESSION, SessionOp.SYNC, clock)
 
 
+class Sink(Protocol):
+    """Where played packets go: :class:`FileSink` (remux), or ``ConvertingSink`` around it."""
+
+    def start(self, info: MediaInfo, tracks: set[int]) -> None: ...
+    def write(self, packet: MediaPacket) -> None: ...
+    def close(self) -> None: ...
+
+
 async def play(
     client: AvrsClient,
     cluster_id: bytes,
     content_id: bytes,
-    sink: FileSink | None,
+    sink: Sink | None,
     *,
     start_us: int | None = None,
     rendition: str | None = None,
@@ -286,6 +296,7 @@ async def play(
     if on_started is not None:
         on_started()
     receiver = Receiver(content_id, stats, content_key)
+    sink_started = False
     limit = None if duration is None else int(duration * 1_000_000)
     first_wait = max(wait, idle_timeout)
     try:
@@ -300,8 +311,9 @@ async def play(
                 names = item.renditions
                 stats.rendition = rendition if rendition in names else (names[0] if names else "")
                 receiver.tracks = item.tracks_for(rendition)
-                if sink is not None and sink._out is None:
+                if sink is not None and not sink_started:
                     sink.start(item, receiver.tracks)
+                    sink_started = True
                 continue
             if item is None:
                 continue
@@ -335,3 +347,23 @@ async def play(
         if sink is not None:
             sink.close()
     return stats
+
+
+async def report_quality(client: AvrsClient, stats: PlayStats) -> Reply:
+    """Send the session's quality of experience to the node (signal QUALITY_REPORT): bitrate,
+    loss, startup time, stalls, switches, dropped packets, latency behind live."""
+    loss = 0 if not stats.packets else min(1000, stats.dropped * 1000 // stats.packets)
+
+    def u32(value: float | None) -> bytes:
+        return max(0, min(int(value or 0), 0xFFFFFFFF)).to_bytes(4, "little")
+
+    args = [
+        Tsd(SignalArg.BITRATE, int(stats.bitrate()).to_bytes(8, "little")),
+        Tsd(SignalArg.LOSS_PERMILLE, loss.to_bytes(2, "little")),
+        Tsd(SignalArg.STARTUP_MS, u32(stats.startup_ms)),
+        Tsd(SignalArg.STALLS, u32(stats.stalls)),
+        Tsd(SignalArg.SWITCHES, u32(stats.switches)),
+        Tsd(SignalArg.DROPPED, u32(stats.dropped + stats.forged)),
+        Tsd(SignalArg.LATENCY_MS, u32(stats.latency_ms)),
+    ]
+    return await client.request(AvrsChannel.SIGNAL, SignalOp.QUALITY_REPORT, args, timeout=5)

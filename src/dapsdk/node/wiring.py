@@ -201,17 +201,6 @@ class AvrsNode:
             and avrs.host_address is not None
         )
 
-    async def wait_joined(self) -> None:
-        """Wait until the start-up join at the host (if any) is over. Its session uses this
-        node's identity, so a client of the same identity opened meanwhile would be taken over."""
-        task = self._join_task
-        if task is not None:
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise
-
     async def _join_host(self) -> None:
         """A server or balancer with a CA certificate and a shared registry asks the host to
         admit it, so that the host signs its membership record (balancers only send clients to

@@ -272,9 +272,16 @@ def vod() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Import straight into a node's data directory (the node need not run).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--ladder", default="1080p:5000k,720p:2800k,480p:1400k,360p:800k", show_default=True,
+              help="Renditions made at import (HEIGHTp:BITRATE, those below the source height); "
+              "'none': the source only.")  # fmt: skip
+@click.option("--formats", default=None,
+              help="Convert to these codecs/containers (as supported_formats, e.g. mp4); "
+              "default: keep the source's codecs.")  # fmt: skip
 @_credentials
 def vod_add(
     file: str, name: str, url: str | None, data_dir: Path | None, quiet: bool,
+    ladder: str, formats: str | None,
     key: Path | None, cert: Path | None, token: str | None, cluster: str,
     content_key: str | None,
 ) -> None:  # fmt: skip
@@ -294,12 +301,13 @@ def vod_add(
                     progress.update(task, completed=min(1.0, done_us / total_us))
 
             sealing = _content_key(content_key)
+            source = _vod_source(file, ladder, formats)
             if data_dir is not None:
-                result = _import_local(file, name, data_dir, advance, sealing)
+                result = _import_local(file, name, data_dir, advance, sealing, source)
             else:
                 assert url is not None
                 result = run(_import_remote(file, name, url, key, cert, token, cluster, advance,
-                                            sealing))  # fmt: skip
+                                            sealing, source))  # fmt: skip
             progress.update(task, completed=1.0)
     except PublishRefused as exc:
         _fail(exc, 3)
@@ -319,24 +327,42 @@ def _node_signer(data_dir: Path) -> AvrsSigner:
     return AvrsSigner(identity.private_key)
 
 
+def _vod_source(file: str, ladder: str, formats: str | None) -> Any:
+    """FILE through the rendition ladder and format conversion (docs/media-ingest.md), or None
+    when neither changes anything (then it is imported as it is)."""
+    from ..services.media.ingest import format_policy
+    from ..services.media.transcode import KEEP_SOURCE, parse_ladder
+    from ..services.media.transcoded_source import TranscodedSource
+
+    rungs = () if ladder.strip().lower() == "none" else parse_ladder(ladder)
+    target = format_policy([w for w in formats.split(",") if w.strip()]) if formats else KEEP_SOURCE
+    source = TranscodedSource(file, ladder=rungs, target=target)
+    if source.transcodes:
+        return source
+    source.close()
+    return None
+
+
 def _import_local(
-    file: str, name: str, data_dir: Path, advance: Any, content_key: ChannelKey | None
-) -> dict[str, Any]:
+    file: str, name: str, data_dir: Path, advance: Any, content_key: ChannelKey | None,
+    source: Any = None,
+) -> dict[str, Any]:  # fmt: skip
     store = VodStore(data_dir / "vod")
     item = import_file(store, file, name, _node_signer(data_dir), on_progress=advance,
-                       content_key=content_key)  # fmt: skip
+                       content_key=content_key, source=source)  # fmt: skip
     return item.describe()
 
 
 async def _import_remote(
     file: str, name: str, url: str, key: Path | None, cert: Path | None, token: str | None,
-    cluster: str, advance: Any, content_key: ChannelKey | None,
+    cluster: str, advance: Any, content_key: ChannelKey | None, source: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     from dataclasses import replace
 
     from ..services.media.source import FileSource
 
-    source = FileSource(file, kind=ContentKind.VOD)
+    if source is None:
+        source = FileSource(file, kind=ContentKind.VOD)
     source.info = replace(source.info, title=name)
     total = source.info.duration_us
     origin: list[int] = []

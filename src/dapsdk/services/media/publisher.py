@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from dapsdk.avrs.constants import NO_TIMESTAMP, AvrsChannel, ContentFlag, MediaFlag
 from dapsdk.avrs.errors import code_token
@@ -188,12 +188,14 @@ def import_file(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     content_key: ChannelKey | None = None,
+    source: Any = None,
 ) -> VodItem:
     """Import a file straight into a node's VoD store (no node running): signed by ``signer``
     (the node's identity). ``on_progress(done_us, total_us)`` after each packet."""
     from ..avrs_cluster import content_guuid
 
-    source = FileSource(url, kind=ContentKind.VOD)
+    if source is None:  # else a TranscodedSource (ladder, formats) made by the caller
+        source = FileSource(url, kind=ContentKind.VOD)
     info = replace(source.info, title=name, encrypted=content_key is not None)
     content_id = content_guuid(name)
     writer = store.writer(

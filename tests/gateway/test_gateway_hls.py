@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from dapsdk.gateway.testsrc import write_test_clip
+from dapsdk.services.avrs_cluster import content_guuid
 from dapsdk.services.media.publisher import publish
 from dapsdk.services.media.source import FileSource
 
@@ -138,3 +139,33 @@ async def test_avcc_media_from_an_mp4_file_is_packaged_too(env: GatewayEnv, tmp_
     source.close()
     await camera2.close()
     await node2.close()
+
+
+async def test_content_listed_by_id_is_found_by_its_publishers_name(
+    env: GatewayEnv, tmp_path: Path
+) -> None:
+    """Content the gateway knows only by its wire id (an RTMP stream key, `avrs publish --content
+    NAME`) is served at /hls/NAME/ too, the name hashed to the id as avrs-protocol.md §11 says."""
+    guuid = content_guuid("by-name")
+    clip = await asyncio.to_thread(write_test_clip, tmp_path / "named.mp4", seconds=3)
+    source = FileSource(str(clip))
+    node3 = await env.sandbox.start_client("camera3", env.node.urls[0], certificate=True)
+    camera3 = await node3.connect_client()
+    await camera3.open()
+    cert = (env.sandbox.root / "camera3.crt").read_bytes()
+    assert (await camera3.join(env.sandbox.cluster_id, certificate=cert)).code == 0
+    publishing = asyncio.ensure_future(publish(camera3, env.sandbox.cluster_id, guuid, source))
+    contents = env.gateway.catalog.contents
+    await wait_until(
+        lambda: (
+            guuid.hex() in contents
+            and any(len(r.hls.segments) >= 2 for r in contents[guuid.hex()].renditions.values())
+        )
+    )
+    assert "by-name" not in contents
+    probe = await _ffprobe(f"{env.url}/hls/by-name/master.m3u8")
+    assert [(s["width"], s["height"]) for s in probe["streams"]] == [(480, 270)]
+    await publishing
+    source.close()
+    await camera3.close()
+    await node3.close()

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from dapsdk.services.avrs_cluster import content_guuid
+
 from .hls import HlsRendition, HlsTimings
 from .packager import Chunk, Fmp4Packager, MediaSample, PackagerError
 
@@ -232,7 +234,16 @@ class ContentCatalog:
                 pipeline.finish()
 
     def get(self, content_id: str) -> GatewayContent | None:
-        return self.contents.get(content_id)
+        """The content a URL names: by the id it is listed under, or by the name its publisher
+        used (the RTMP stream key, ``avrs publish --content NAME``), whose wire id is derived as
+        docs/avrs-protocol.md §11 says."""
+        content = self.contents.get(content_id)
+        if content is None and content_id:
+            try:
+                content = self.contents.get(content_guuid(content_id).hex())
+            except ValueError:
+                return None
+        return content
 
     def touch_hls(self, content: GatewayContent, viewer: str, now: float) -> None:
         """Record an HLS request from ``viewer``; refresh the content's viewer count."""

@@ -148,10 +148,11 @@ async def delete_content(request: web.Request) -> web.Response:
     content_id = request.match_info["content"]
     _authorize(request, AvrsChannel.CLUSTER, ClusterOp.CONTENT_DEL, content_id)
     state = _state(request)
-    if state.catalog.get(content_id) is None:
+    content = state.catalog.get(content_id)
+    if content is None:
         raise refuse(state, AvrsError.CONTENT_NOT_FOUND, 404, "no such content")
-    state.catalog.remove(content_id)
-    return _ok({"deleted": content_id})
+    state.catalog.remove(content.id)
+    return _ok({"deleted": content.id})
 
 
 async def get_summary(request: web.Request) -> web.Response:

@@ -23,10 +23,15 @@ retry. Records are plain dataclasses with a JSON form, so both backends store th
 from __future__ import annotations
 
 import abc
+import asyncio
+import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
+
+log = logging.getLogger("dapsdk.avrs.registry")
 
 #: Most QoE samples kept (oldest dropped first).
 MAX_QOE: Final = 1000
@@ -137,6 +142,34 @@ class ClusterEvent:
 
 
 EventHandler = Callable[[ClusterEvent], Awaitable[None] | None]
+
+
+class EventSubscribers:
+    """The handlers of a registry's cluster events, shared by both backends: each handler is
+    called in turn, a coroutine it returns runs as a task (kept until done, cancelled on close),
+    and one handler's failure is logged without stopping the others."""
+
+    def __init__(self) -> None:
+        self.handlers: list[EventHandler] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, handler: EventHandler) -> None:
+        self.handlers.append(handler)
+
+    def deliver(self, event: ClusterEvent) -> None:
+        for handler in tuple(self.handlers):
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:
+                log.exception("cluster event handler failed on %s", event.kind)
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
 
 class Registry(abc.ABC):

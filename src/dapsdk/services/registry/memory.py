@@ -6,8 +6,6 @@ uses its own. Expiry uses the monotonic clock; events are delivered on the runni
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import time
 from collections import deque
@@ -18,6 +16,7 @@ from . import (
     ClusterEvent,
     ContentRecord,
     EventHandler,
+    EventSubscribers,
     LoadReport,
     NodeRecord,
     Registry,
@@ -38,15 +37,13 @@ class MemoryRegistry(Registry):
         self._revocations: dict[str, bytes] = {}
         self._pending: dict[str, dict[str, str]] = {}
         self._qoe: deque[dict[str, Any]] = deque(maxlen=MAX_QOE)
-        self._handlers: list[EventHandler] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._events = EventSubscribers()
 
     async def start(self) -> None:
         return None
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
+        self._events.cancel()
 
     async def ping(self) -> None:
         return None
@@ -125,15 +122,7 @@ class MemoryRegistry(Registry):
         return list(self._qoe)[:limit]
 
     async def publish(self, event: ClusterEvent) -> None:
-        for handler in tuple(self._handlers):
-            try:
-                result = handler(event)
-                if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            except Exception:
-                log.exception("cluster event handler failed on %s", event.kind)
+        self._events.deliver(event)
 
     def subscribe(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
+        self._events.add(handler)

@@ -25,7 +25,6 @@ subscriber reconnects by itself.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +38,7 @@ from . import (
     ClusterEvent,
     ContentRecord,
     EventHandler,
+    EventSubscribers,
     LoadReport,
     NodeRecord,
     Registry,
@@ -67,9 +67,8 @@ class RedisRegistry(Registry):
             socket_timeout=COMMAND_TIMEOUT,
             health_check_interval=5,
         )
-        self._handlers: list[EventHandler] = []
+        self._events = EventSubscribers()
         self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
         """Set while the event subscription is established."""
 
@@ -106,8 +105,7 @@ class RedisRegistry(Registry):
                 await listener
             except (asyncio.CancelledError, Exception):
                 pass
-        for task in list(self._tasks):
-            task.cancel()
+        self._events.cancel()
         try:
             await self._client.aclose()
         except (RedisError, OSError):
@@ -324,7 +322,7 @@ class RedisRegistry(Registry):
         )
 
     def subscribe(self, handler: EventHandler) -> None:
-        self._handlers.append(handler)
+        self._events.add(handler)
 
     async def _listen(self) -> None:
         """Receive events forever; reconnect after Redis went away."""
@@ -357,15 +355,7 @@ class RedisRegistry(Registry):
         except (ValueError, TypeError):
             log.warning("ignoring a malformed cluster event")
             return
-        for handler in tuple(self._handlers):
-            try:
-                result = handler(event)
-                if inspect.isawaitable(result):
-                    task = asyncio.ensure_future(result)
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            except Exception:
-                log.exception("cluster event handler failed on %s", event.kind)
+        self._events.deliver(event)
 
 
 def _ms(seconds: float) -> int:

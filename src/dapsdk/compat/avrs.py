@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -319,25 +320,32 @@ def avrs_session_start_stream(session: avrs_session_t) -> int:
     if not session.authenticated or client is None:
         _fail(session, AVRS_ERROR_SESSION_NOT_OPENED, "start_stream before authenticate")
         return AVRS_ERROR_SESSION_NOT_OPENED
-    loop, _node_unused = _plugin()
 
-    async def run() -> int:
+    async def run() -> None:
         session.handle = await client.attach(
             session.cluster_id, session.content_id, ContentFlag.STREAMING_OUT
         )
         await client.start()
-        return AVRS_SUCCESS
 
+    return _run_streaming(session, "start_stream", run)
+
+
+def _run_streaming(
+    session: avrs_session_t, what: str, step: Callable[[], Coroutine[Any, Any, None]]
+) -> int:
+    """Run ``step`` (attach and start) on the compat loop and mark the session streaming. A
+    node's refusal keeps its AVRS code; an unreachable or lost node is ``AVRS_ERROR``."""
+    loop, _node_unused = _plugin()
     try:
-        code = loop.run(run())
+        loop.run(step())
     except AvrsRequestError as exc:
-        _fail(session, exc.code, f"start_stream refused: {exc}")
+        _fail(session, exc.code, f"{what} refused: {exc}")
         return exc.code
     except (DapError, ConnectionError, TimeoutError) as exc:
-        _fail(session, AVRS_ERROR, f"start_stream failed: {exc}")
+        _fail(session, AVRS_ERROR, f"{what} failed: {exc}")
         return AVRS_ERROR
     session.streaming = True
-    return code
+    return AVRS_SUCCESS
 
 
 def avrs_session_is_active(session: avrs_session_t) -> bool:

@@ -30,7 +30,7 @@ from ..services.media.publisher import PublishRefused, PublishStats, publish
 from ..services.media.source import FileSource, PatternSource, SourceError
 from ..stream.channel_key import ChannelKey
 from ..stream.errors import DapError
-from .avrs import _fail, _plugin, avrs_session_authenticate, avrs_session_create
+from .avrs import _plugin, _run_streaming, avrs_session_authenticate, avrs_session_create
 from .avrs_structs import AVRS_ERROR, AVRS_SUCCESS, avrs_session_t
 
 log = logging.getLogger("dapsdk.compat")
@@ -273,30 +273,19 @@ def avrs_session_start_playback(session: avrs_session_t, credentials: object = N
         return session.last_error
     client = session.client
     assert client is not None
-    loop, _node = _plugin()
     position = getattr(session, "start_position", 0.0)
     quality = getattr(session, "quality_preference", AVRS_QUALITY_AUTO)
     rendition = QUALITY_LADDER[avrs_quality_t(quality)][0] if quality else None
 
-    async def run() -> int:
+    async def run() -> None:
         session.handle = await client.attach(
             session.cluster_id, session.content_id, ContentFlag.STREAMING_OUT | ContentFlag.WAIT
         )
         await start_playback(
             client, start_us=int(position * 1_000_000) if position else None, rendition=rendition
         )
-        return AVRS_SUCCESS
 
-    try:
-        code = loop.run(run())
-    except AvrsRequestError as exc:
-        _fail(session, exc.code, f"start_playback refused: {exc}")
-        return exc.code
-    except (DapError, ConnectionError, TimeoutError) as exc:
-        _fail(session, AVRS_ERROR, f"start_playback failed: {exc}")
-        return AVRS_ERROR
-    session.streaming = True
-    return code
+    return _run_streaming(session, "start_playback", run)
 
 
 # -- server side -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -245,16 +246,7 @@ def median_run(runs: list[CaseResult]) -> CaseResult:
     if len(runs) == 1 or not any(r.latencies_ns for r in runs):
         return middle
     pooled = sorted(x for r in runs for x in r.latencies_ns)
-    return CaseResult(
-        kind=middle.kind,
-        bytes=middle.bytes,
-        msgs=middle.msgs,
-        seconds=middle.seconds,
-        recv_cpu_s=middle.recv_cpu_s,
-        send_cpu_s=middle.send_cpu_s,
-        sender=middle.sender,
-        latencies_ns=pooled,
-    )
+    return dataclasses.replace(middle, latencies_ns=pooled)
 
 
 # ------------------------------------------------------------------------------- loop choice

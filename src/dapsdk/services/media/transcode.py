@@ -23,6 +23,7 @@ thread pool). A pipeline is not thread-safe; one content uses one pipeline at a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import time
@@ -486,17 +487,8 @@ class MediaPipeline:
 def _retrack(packet: MediaPacket, track: int) -> MediaPacket:
     if packet.track == track:
         return packet
-    return MediaPacket(
-        track=track,
-        data=packet.data,
-        pts=packet.pts,
-        dts=packet.dts,
-        duration=packet.duration,
-        keyframe=packet.keyframe,
-        seq=packet.seq,
-        end=packet.end,
-        arrival=packet.arrival,
-    )
+    # the signed envelope names the source track, so a re-tracked packet carries none
+    return dataclasses.replace(packet, track=track, envelope=b"")
 
 
 def open_source(
